@@ -1,0 +1,323 @@
+"""AdmissionReview ``admission.k8s.io/v1`` in and out, as plain typed data. No I/O.
+
+Two jobs: validate what the API server sent (anything malformed is a
+:class:`~mutator.errors.BadReview`, answered with HTTP 400), and say which
+containers of the request are up for a decision, with the JSON pointer where a
+patch must go. The decision itself lives in :mod:`mutator.policy`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NotRequired, TypedDict
+
+from mutator.errors import BadReview
+
+API_VERSION = "admission.k8s.io/v1"
+KIND = "AdmissionReview"
+MAX_BODY_BYTES = 3 * 1024 * 1024  # the API server's own limit on a request body
+MAX_WARNING_CHARS = 120  # longer warnings are truncated by the API server anyway
+
+ContainerKind = Literal["initContainers", "containers", "ephemeralContainers"]
+
+
+class GroupVersionKind(TypedDict):
+    group: str
+    version: str
+    kind: str
+
+
+class AdmissionRequestDoc(TypedDict, total=False):
+    uid: str
+    kind: GroupVersionKind
+    resource: dict[str, str]
+    subResource: str
+    requestKind: GroupVersionKind
+    requestResource: dict[str, str]
+    requestSubResource: str
+    name: str
+    namespace: str
+    operation: str
+    userInfo: dict[str, Any]
+    object: dict[str, Any] | None
+    oldObject: dict[str, Any] | None
+    dryRun: bool
+    options: dict[str, Any] | None
+
+
+class StatusDoc(TypedDict):
+    code: int
+    message: str
+    reason: NotRequired[str]
+
+
+class AdmissionResponseDoc(TypedDict):
+    uid: str
+    allowed: bool
+    patchType: NotRequired[Literal["JSONPatch"]]
+    patch: NotRequired[str]
+    warnings: NotRequired[list[str]]
+    status: NotRequired[StatusDoc]
+
+
+class AdmissionReviewDoc(TypedDict):
+    apiVersion: str
+    kind: str
+    request: NotRequired[AdmissionRequestDoc]
+    response: NotRequired[AdmissionResponseDoc]
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """The parts of an AdmissionRequest the webhook uses, checked for shape."""
+
+    uid: str
+    operation: str
+    kind: str
+    resource: str
+    sub_resource: str
+    namespace: str
+    name: str
+    object: Mapping[str, Any] | None
+    old_object: Mapping[str, Any] | None
+    dry_run: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    """One container up for a decision, with where its patch goes."""
+
+    kind: ContainerKind
+    name: str
+    image: str | None
+    pointer: str  # JSON pointer to the container object in the request's object
+    security_context: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The containers of a request that need a decision, and the pod around them.
+
+    ``pod_security_context`` is ``None`` when the request does not carry the pod
+    spec (v1.20's ``EphemeralContainers`` object): pod-level settings are then
+    unknown and only container-level ones count.
+    """
+
+    pod_security_context: Mapping[str, Any] | None
+    containers: tuple[Container, ...]
+
+
+def decode(body: bytes | str) -> Review:
+    """Parse and validate an AdmissionReview body; raises :class:`BadReview`."""
+    if len(body) > MAX_BODY_BYTES:
+        raise BadReview(f"request body is larger than {MAX_BODY_BYTES} bytes")
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadReview(f"request body is not valid JSON: {exc}") from None
+    return validate(document)
+
+
+def validate(document: Any) -> Review:
+    if not isinstance(document, dict):
+        raise BadReview("an AdmissionReview must be a JSON object")
+    if document.get("kind") != KIND or document.get("apiVersion") != API_VERSION:
+        raise BadReview(
+            f"expected kind {KIND} apiVersion {API_VERSION}, got kind "
+            f"{document.get('kind')!r} apiVersion {document.get('apiVersion')!r}"
+        )
+    request = document.get("request")
+    if not isinstance(request, dict):
+        raise BadReview("the AdmissionReview has no request")
+    uid = request.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise BadReview("request.uid is missing")
+    operation = _string(request, "operation", required=True)
+    kind = request.get("kind")
+    resource = request.get("resource")
+    if not isinstance(kind, dict) or not isinstance(resource, dict):
+        raise BadReview("request.kind and request.resource must be objects")
+    if resource.get("group", "") != "" or resource.get("resource") != "pods":
+        raise BadReview(
+            f"this webhook reviews core/v1 pods only, got resource {resource.get('resource')!r}"
+            f" in group {resource.get('group')!r}: check the webhook's rules"
+        )
+    obj, old = request.get("object"), request.get("oldObject")
+    for key, value in (("object", obj), ("oldObject", old)):
+        if value is not None and not isinstance(value, dict):
+            raise BadReview(f"request.{key} must be an object")
+    dry_run = request.get("dryRun", False)
+    if not isinstance(dry_run, bool):
+        raise BadReview("request.dryRun must be a boolean")
+    return Review(
+        uid=uid,
+        operation=operation,
+        kind=_string(kind, "kind", required=True),
+        resource="pods",
+        sub_resource=_string(request, "subResource"),
+        namespace=_string(request, "namespace"),
+        name=_string(request, "name") or _generate_name(obj),
+        object=obj,
+        old_object=old,
+        dry_run=dry_run,
+    )
+
+
+def _string(mapping: Mapping[str, Any], key: str, *, required: bool = False) -> str:
+    value = mapping.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value):
+        raise BadReview(f"{key} must be a non-empty string")
+    return value
+
+
+def _generate_name(obj: Mapping[str, Any] | None) -> str:
+    """Pods made by controllers arrive without a name; their generateName is what a human knows."""
+    metadata = (obj or {}).get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("generateName"), str):
+        return metadata["generateName"] + "*"
+    return ""
+
+
+def target(review: Review) -> Target | None:
+    """The containers this request asks us to decide on; ``None`` to allow it untouched.
+
+    Pod CREATE: every container. UPDATE of ``pods/ephemeralcontainers``: only the
+    ephemeral containers the update adds, since existing ones are immutable and a
+    patch to them would make the API server reject the whole update. Everything
+    else (other updates, deletes, connects) is not ours to change.
+    """
+    obj = review.object
+    if review.operation == "CREATE" and not review.sub_resource:
+        if review.kind != "Pod":
+            raise BadReview(f"a pod CREATE must carry a Pod, got kind {review.kind!r}")
+        spec = _pod_spec(obj)
+        if _is_windows(spec):
+            return None
+        found: list[Container] = []
+        for kind in ("initContainers", "containers", "ephemeralContainers"):
+            found.extend(_containers(spec, kind, "/spec"))
+        return Target(pod_security_context=_mapping(spec, "securityContext"), containers=tuple(found))
+
+    if review.operation == "UPDATE" and review.sub_resource == "ephemeralcontainers":
+        if review.kind == "Pod":  # newer API servers send the whole Pod
+            spec = _pod_spec(obj)
+            if _is_windows(spec):
+                return None
+            old = _names(_pod_spec(review.old_object) if review.old_object else {})
+            new = [c for c in _containers(spec, "ephemeralContainers", "/spec") if c.name not in old]
+            return Target(pod_security_context=_mapping(spec, "securityContext"), containers=tuple(new))
+        if review.kind == "EphemeralContainers":  # v1.20: no spec, a top-level list
+            if not isinstance(obj, dict):
+                raise BadReview("request.object is missing")
+            old = _names(review.old_object or {})
+            new = [c for c in _containers(obj, "ephemeralContainers", "") if c.name not in old]
+            return Target(pod_security_context=None, containers=tuple(new))
+        raise BadReview(f"unexpected kind {review.kind!r} for pods/ephemeralcontainers")
+    return None
+
+
+def _pod_spec(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    if not isinstance(obj, dict):
+        raise BadReview("request.object is missing")
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        raise BadReview("request.object.spec must be an object")
+    return spec
+
+
+def _is_windows(spec: Mapping[str, Any]) -> bool:
+    """runAsNonRoot on Windows is about runAsUserName, which this webhook does not handle."""
+    os_ = spec.get("os")
+    return isinstance(os_, dict) and os_.get("name") == "windows"
+
+
+def _mapping(parent: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
+    value = parent.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BadReview(f"{key} must be an object")
+    return value
+
+
+def _containers(parent: Mapping[str, Any], kind: ContainerKind, prefix: str) -> list[Container]:
+    items = parent.get(kind)
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise BadReview(f"{kind} must be a list")
+    found = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise BadReview(f"{kind}[{index}] must be an object with a name")
+        image = item.get("image")
+        found.append(
+            Container(
+                kind=kind,
+                name=item["name"],
+                image=image if isinstance(image, str) and image else None,
+                pointer=f"{prefix}/{kind}/{index}",
+                security_context=_mapping(item, "securityContext"),
+            )
+        )
+    return found
+
+
+def _names(parent: Mapping[str, Any]) -> set[str]:
+    items = parent.get("ephemeralContainers") or []
+    return {c.get("name") for c in items if isinstance(c, dict)} if isinstance(items, list) else set()
+
+
+def respond(
+    review_uid: str,
+    *,
+    allowed: bool,
+    patch: Sequence[Mapping[str, Any]] = (),
+    warnings: Sequence[str] = (),
+    code: int = 403,
+    message: str = "",
+) -> AdmissionReviewDoc:
+    """Build the response document; the patch is base64 JSON as the API server wants it."""
+    response: AdmissionResponseDoc = {"uid": review_uid, "allowed": allowed}
+    if patch and allowed:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(json.dumps(list(patch)).encode()).decode()
+    if warnings:
+        response["warnings"] = [clip(w) for w in warnings]
+    if not allowed:
+        response["status"] = {"code": code, "message": message, "reason": "Forbidden"}
+    return {"apiVersion": API_VERSION, "kind": KIND, "response": response}
+
+
+def clip(text: str, limit: int = MAX_WARNING_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def review_for_pod(pod: Mapping[str, Any]) -> AdmissionReviewDoc:
+    """Wrap a bare Pod manifest in a CREATE review, for offline checks (``mutator review``)."""
+    metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
+    request: AdmissionRequestDoc = {
+        "uid": str(uuid.uuid4()),
+        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"},
+        "name": str(metadata.get("name", "")),
+        "namespace": str(metadata.get("namespace", "")),
+        "operation": "CREATE",
+        "object": dict(pod),
+        "oldObject": None,
+        "dryRun": True,
+    }
+    return {"apiVersion": API_VERSION, "kind": KIND, "request": request}
+
+
+def patch_of(document: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Decode the JSONPatch of a response document (for callers and tests)."""
+    response = document.get("response") or {}
+    encoded = response.get("patch")
+    return json.loads(base64.b64decode(encoded)) if encoded else []

@@ -1,0 +1,69 @@
+"""Resolved image users, kept for a while, and one lookup per image however many ask.
+
+Warm admissions must cost microseconds, so a hit is one dict lookup. Lookups
+in flight are shared: a Deployment scaling to 50 replicas of a cold image makes
+one registry lookup, not 50. Only definite answers are cached; a registry that
+failed is asked again next time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+from cachetools import TTLCache
+
+from mutator import metrics
+
+V = TypeVar("V")
+
+
+class CoalescingCache(Generic[V]):
+    def __init__(self, *, maxsize: int, ttl: float, keep: Callable[[V], bool]) -> None:
+        """*keep* says whether a finished lookup's value may be cached."""
+        self._entries: TTLCache[Hashable, V] = TTLCache(maxsize=maxsize, ttl=ttl)
+        self._inflight: dict[Hashable, asyncio.Task[V]] = {}
+        self._keep = keep
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def peek(self, key: Hashable) -> V | None:
+        return self._entries.get(key)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        metrics.CACHE_ENTRIES.set(0)
+
+    def get(self, key: Hashable, lookup: Callable[[], Awaitable[V]]) -> asyncio.Future[V]:
+        """A future of the value of *key*: cached, in flight, or a lookup started now.
+
+        The lookup runs as its own task, so a caller that stops waiting (its
+        admission deadline passed) does not cancel it for the others or for the
+        cache.
+        """
+        value = self._entries.get(key)
+        if value is not None:
+            metrics.CACHE_LOOKUPS.labels("hit").inc()
+            done: asyncio.Future[V] = asyncio.get_running_loop().create_future()
+            done.set_result(value)
+            return done
+        task = self._inflight.get(key)
+        if task is not None:
+            metrics.CACHE_LOOKUPS.labels("coalesced").inc()
+            return task
+        metrics.CACHE_LOOKUPS.labels("miss").inc()
+        task = asyncio.ensure_future(lookup())
+        self._inflight[key] = task
+        task.add_done_callback(lambda t: self._finished(key, t))
+        return task
+
+    def _finished(self, key: Hashable, task: asyncio.Task[V]) -> None:
+        self._inflight.pop(key, None)
+        if task.cancelled() or task.exception() is not None:
+            return
+        value = task.result()
+        if self._keep(value):
+            self._entries[key] = value
+            metrics.CACHE_ENTRIES.set(len(self._entries))

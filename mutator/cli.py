@@ -1,0 +1,162 @@
+"""``mutator serve | review | resolve``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import aiohttp
+import yaml
+
+from mutator import admission, tls, webhook
+from mutator import config as config_module
+from mutator.config import Config, Platform
+from mutator.errors import BadReview, ConfigError
+from mutator.images import ImageUser
+from mutator.policy import Mode
+from mutator.registry.client import RegistryClient
+from mutator.resolver import Resolver
+
+T = TypeVar("T")
+EXIT_OK, EXIT_REFUSED, EXIT_BAD_INPUT = 0, 1, 2
+
+TRY_IT = """\
+TLS certificate (self-signed, trust it as the CA): {cert}
+try it:
+  curl --cacert {cert} -H 'Content-Type: application/json' \\
+       --data-binary @examples/review-named-user.json '{{url}}/mutate/enforce?timeout=10s'
+  curl --cacert {cert} {{url}}/healthz    # and /readyz, /metrics"""
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mutator", description="Makes named-USER images run under runAsNonRoot."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the admission webhook over HTTPS")
+    serve.add_argument("--config", help="YAML config file (default: $MUTATOR_CONFIG)")
+    serve.add_argument("--listen", type=_listen, help="HOST:PORT (default 0.0.0.0:8443; "
+                       "127.0.0.1:8443 with --dev)")
+    serve.add_argument("--tls-cert", help="PEM certificate chain")
+    serve.add_argument("--tls-key", help="PEM private key")
+    serve.add_argument("--dev", action="store_true",
+                       help="make a self-signed certificate for localhost at start")
+
+    review = commands.add_parser(
+        "review", help="decide on an AdmissionReview or a bare Pod (JSON or YAML), offline"
+    )
+    review.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.ENFORCE.value)
+    review.add_argument("--config", help="YAML config file (default: $MUTATOR_CONFIG)")
+    review.add_argument("file", help="path, or - for standard input")
+
+    resolve = commands.add_parser("resolve", help="print the uid/gid each image runs as")
+    resolve.add_argument("--config", help="YAML config file (default: $MUTATOR_CONFIG)")
+    resolve.add_argument("--platform", type=Platform.parse, help="OS/ARCH[/VARIANT]")
+    resolve.add_argument("images", nargs="+", metavar="IMAGE")
+    return parser
+
+
+async def _with_resolver(config: Config, work: Callable[[Resolver], Awaitable[T]]) -> T:
+    async with aiohttp.ClientSession() as session:
+        client = RegistryClient(session=session, registries=config.registry)
+        return await work(Resolver(client=client, config=config))
+
+
+def _serve(args: argparse.Namespace, config: Config) -> int:
+    on_ready = ""
+    cert, key = args.tls_cert, args.tls_key
+    if args.dev:
+        cert, key = tls.self_signed(tempfile.mkdtemp(prefix="nonroot-mutator-"))
+        on_ready = TRY_IT.format(cert=cert)
+    if not cert or not key:
+        print("mutator serve: --tls-cert and --tls-key are required (or --dev)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    host, port = args.listen or (("127.0.0.1", 8443) if args.dev else ("0.0.0.0", 8443))
+    context = tls.server_context(cert, key)
+    asyncio.run(webhook_serve(config, host=host, port=port, context=context, on_ready=on_ready))
+    return EXIT_OK
+
+
+async def webhook_serve(config: Config, *, host: str, port: int, context: Any, on_ready: str) -> None:
+    from mutator.server import serve  # the server pulls in aiohttp.web: only load it to serve
+
+    await serve(config, host=host, port=port, ssl_context=context, on_ready=on_ready)
+
+
+def _load_document(path: str) -> Any:
+    if path == "-":
+        text = sys.stdin.read()
+    else:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    document = yaml.safe_load(text)
+    if isinstance(document, dict) and document.get("kind") == "Pod":
+        return admission.review_for_pod(document)
+    if isinstance(document, dict) and document.get("kind") == admission.KIND:
+        return document
+    raise BadReview("expected an AdmissionReview or a Pod")
+
+
+def _review(args: argparse.Namespace, config: Config) -> int:
+    try:
+        document = _load_document(args.file)
+    except (OSError, yaml.YAMLError, BadReview) as exc:
+        print(f"mutator review: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    async def run(resolver: Resolver) -> webhook.Outcome:
+        deadline = webhook.deadline_for(config.default_admission_timeout_seconds)
+        return await webhook.handle(document, mode=Mode(args.mode), resolver=resolver,
+                                    deadline=deadline)
+
+    try:
+        outcome = asyncio.run(_with_resolver(config, run))
+    except BadReview as exc:
+        print(f"mutator review: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(json.dumps(outcome.response, indent=2))
+    return EXIT_OK if outcome.response["response"]["allowed"] else EXIT_REFUSED
+
+
+def _resolve(args: argparse.Namespace, config: Config) -> int:
+    async def run(resolver: Resolver) -> list[Any]:
+        return await asyncio.gather(
+            *(resolver.lookup(image, platform=args.platform) for image in args.images)
+        )
+
+    results = asyncio.run(_with_resolver(config, run))
+    for result in results:
+        print(json.dumps(result.as_json()))
+    resolved = all(isinstance(r, ImageUser) and r.uid is not None for r in results)
+    return EXIT_OK if resolved else EXIT_REFUSED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = config_module.load(args.config)
+    except ConfigError as exc:
+        print(f"mutator: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    command = {"serve": _serve, "review": _review, "resolve": _resolve}[args.command]
+    return command(args, config)

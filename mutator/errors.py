@@ -1,0 +1,69 @@
+"""Every exception the webhook raises on purpose, in one place.
+
+The hierarchy separates what the *caller* got wrong (a bad review, a bad image
+reference) from what the *registry* did (transient or permanent), because the
+admission decision treats them differently: a bad request is an HTTP 400, a
+registry failure goes through the namespace's failure policy.
+"""
+
+from __future__ import annotations
+
+
+class MutatorError(Exception):
+    """Base of all errors raised by nonroot-mutator."""
+
+
+class ConfigError(MutatorError):
+    """The configuration file is unreadable or has a wrong value."""
+
+
+class BadReview(MutatorError):
+    """The AdmissionReview is malformed; answered with HTTP 400 and this reason."""
+
+
+class InvalidReference(MutatorError):
+    """An image reference that does not parse the way the container runtimes parse it."""
+
+
+class ImageError(MutatorError):
+    """The image could not be resolved to a user.
+
+    ``temporary`` tells the policy whether retrying may help: a registry that is
+    down or slow is temporary; an image whose manifest is malformed is not.
+    """
+
+    temporary: bool = False
+
+
+class RegistryError(ImageError):
+    """The registry answered with an error status or an unusable document."""
+
+    def __init__(self, message: str, *, status: int | None = None, temporary: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.temporary = temporary
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry could not be reached, or did not answer in time."""
+
+    def __init__(self, message: str):
+        super().__init__(message, temporary=True)
+
+
+class DigestMismatch(RegistryError):
+    """Content did not hash to the digest that addressed it."""
+
+
+class UnsupportedImage(ImageError):
+    """The image uses a format this version cannot read (e.g. a layer media type)."""
+
+
+class UserNotFound(ImageError):
+    """The USER names a user or group that the image's own files do not define."""
+
+
+class DeadlineExceeded(ImageError):
+    """The answer could not be found before the admission deadline."""
+
+    temporary = True

@@ -1,0 +1,306 @@
+"""Manifests, indexes and blobs over the OCI distribution API, every digest verified.
+
+One :class:`RegistryClient` serves all registries through one aiohttp session;
+per-registry transport settings (plain HTTP, a custom CA) come from the config.
+Everything the registry says is treated as untrusted: sizes are bounded, JSON is
+checked for shape, and content must hash to the digest that addressed it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import ssl
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from mutator.config import Platform, RegistryConfig
+from mutator.errors import (
+    DigestMismatch,
+    InvalidReference,
+    RegistryError,
+    RegistryUnavailable,
+    UnsupportedImage,
+)
+from mutator.registry.auth import Anonymous, Authenticator
+from mutator.registry.reference import DOCKER_HUB, Reference, validate_digest
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
+MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+# Without the index types in Accept, some registries answer 404 for a multi-platform tag.
+MANIFEST_ACCEPT = ", ".join([OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
+
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # the limit the distribution spec recommends
+MAX_CONFIG_BYTES = 8 * 1024 * 1024
+MAX_INDEX_DEPTH = 2  # an index may point at an index once; deeper is hostile
+CHUNK_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+    platform: Mapping[str, Any] | None = None
+
+    @classmethod
+    def from_json(cls, data: Any, *, what: str) -> Descriptor:
+        if not isinstance(data, dict):
+            raise RegistryError(f"{what} is not an object")
+        digest, size, media_type = data.get("digest"), data.get("size"), data.get("mediaType", "")
+        if not isinstance(digest, str) or not isinstance(size, int) or size < 0:
+            raise RegistryError(f"{what} lacks a valid digest and size")
+        try:
+            validate_digest(digest)
+        except InvalidReference as exc:
+            raise RegistryError(f"{what}: {exc}") from None
+        platform = data.get("platform")
+        return cls(str(media_type), digest, size, platform if isinstance(platform, dict) else None)
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """One platform's image: its config document and its layers, bottom first."""
+
+    reference: Reference
+    digest: str  # what the reference resolved to (the index digest for a multi-platform tag)
+    manifest_digest: str  # the platform-specific manifest
+    config: Mapping[str, Any]
+    layers: tuple[Descriptor, ...]
+
+
+def _hasher(digest: str) -> Any:
+    return hashlib.new(digest.partition(":")[0])
+
+
+def verify(digest: str, data: bytes) -> None:
+    hasher = _hasher(digest)
+    hasher.update(data)
+    if f"{digest.partition(':')[0]}:{hasher.hexdigest()}" != digest:
+        raise DigestMismatch(f"content does not match its digest {digest}")
+
+
+def endpoint(registry: str, settings: RegistryConfig) -> str:
+    host = "registry-1.docker.io" if registry == DOCKER_HUB else registry
+    return f"{'http' if settings.plain_http else 'https'}://{host}"
+
+
+class RegistryClient:
+    """Reads images from registries. Owns no session: the caller's lifetime rules."""
+
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession,
+        registries: Callable[[str], RegistryConfig],
+        auth: Authenticator | None = None,
+    ) -> None:
+        self._session = session
+        self._registries = registries
+        self._auth = auth or Anonymous()
+        self._ssl: dict[str, ssl.SSLContext | bool] = {}
+
+    def _tls(self, registry: str, settings: RegistryConfig) -> ssl.SSLContext | bool:
+        if settings.plain_http:
+            return False
+        if settings.ca_file is None:
+            return True
+        context = self._ssl.get(registry)
+        if context is None:
+            context = self._ssl[registry] = ssl.create_default_context(cafile=settings.ca_file)
+        return context
+
+    @asynccontextmanager
+    async def _get(self, ref: Reference, path: str, *, accept: str | None = None
+                   ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """GET ``/v2/<name>/<path>``; yields a 200 response, raises a typed error otherwise."""
+        settings = self._registries(ref.registry)
+        url = f"{endpoint(ref.registry, settings)}/v2/{ref.repository}/{path}"
+        for attempt in range(2):  # a second try only after a challenge was answered
+            headers = await self._auth.headers(registry=ref.registry, repository=ref.repository)
+            if accept:
+                headers["Accept"] = accept
+            try:
+                response = await self._session.get(
+                    url, headers=headers, ssl=self._tls(ref.registry, settings)
+                )
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+                raise RegistryUnavailable(f"cannot reach {ref.registry}: {exc}") from None
+            try:
+                if response.status == 401 and attempt == 0:
+                    challenge = response.headers.get("WWW-Authenticate", "")
+                    if await self._auth.challenged(
+                        registry=ref.registry, repository=ref.repository, challenge=challenge
+                    ):
+                        continue
+                if response.status != 200:
+                    raise _status_error(ref, path, response.status)
+                yield response
+                return
+            finally:
+                response.close()
+        raise RegistryError(f"{ref.registry} kept refusing our credentials", status=401)
+
+    async def _read(self, response: aiohttp.ClientResponse, *, limit: int, what: str) -> bytes:
+        length = response.content_length
+        if length is not None and length > limit:
+            raise RegistryError(f"{what} is {length} bytes, over the {limit} byte limit")
+        data = bytearray()
+        try:
+            async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+                data += chunk
+                if len(data) > limit:
+                    raise RegistryError(f"{what} is over the {limit} byte limit")
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise RegistryUnavailable(f"{what} was cut off: {exc}") from None
+        return bytes(data)
+
+    async def manifest(self, ref: Reference, identifier: str) -> tuple[str, str, dict[str, Any]]:
+        """Fetch a manifest or index: (media type, verified digest, document)."""
+        async with self._get(ref, f"manifests/{identifier}", accept=MANIFEST_ACCEPT) as response:
+            raw = await self._read(response, limit=MAX_MANIFEST_BYTES, what=f"manifest of {ref}")
+            header_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+            header_digest = response.headers.get("Docker-Content-Digest")
+        # By digest: the content must match what we asked for. By tag: it must
+        # match what the registry says it sent, when it says so.
+        digest = identifier if ":" in identifier else header_digest
+        if digest is None or not digest.startswith(("sha256:", "sha512:")):
+            digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+        verify(digest, raw)
+        try:
+            document = json.loads(raw)
+        except ValueError:
+            raise RegistryError(f"manifest of {ref} is not JSON") from None
+        if not isinstance(document, dict):
+            raise RegistryError(f"manifest of {ref} is not a JSON object")
+        media_type = document.get("mediaType") or header_type
+        if document.get("schemaVersion") == 1:
+            raise UnsupportedImage(f"{ref} has a Docker schema 1 manifest, which is not supported")
+        if media_type not in INDEX_TYPES | MANIFEST_TYPES:
+            # OCI allows an absent mediaType: the shape tells which it is
+            media_type = OCI_INDEX if "manifests" in document else OCI_MANIFEST
+        return media_type, digest, document
+
+    async def image(self, ref: Reference, platform: Platform) -> Image:
+        """Resolve *ref* to one platform's config and layers, following an index if needed."""
+        media_type, digest, document = await self.manifest(ref, ref.identifier)
+        top_digest = digest
+        for _ in range(MAX_INDEX_DEPTH):
+            if media_type not in INDEX_TYPES:
+                break
+            chosen = _choose(document, platform, ref)
+            media_type, digest, document = await self.manifest(ref, chosen.digest)
+        if media_type not in MANIFEST_TYPES:
+            raise RegistryError(f"{ref}: indexes nest deeper than {MAX_INDEX_DEPTH}")
+        config_desc = Descriptor.from_json(document.get("config"), what=f"config of {ref}")
+        layers_json = document.get("layers")
+        if not isinstance(layers_json, list):
+            raise RegistryError(f"manifest of {ref} has no layer list")
+        layers = tuple(
+            Descriptor.from_json(layer, what=f"layer {i} of {ref}") for i, layer in enumerate(layers_json)
+        )
+        config = await self.config(ref, config_desc)
+        return Image(ref, top_digest, digest, config, layers)
+
+    async def config(self, ref: Reference, descriptor: Descriptor) -> dict[str, Any]:
+        if descriptor.size > MAX_CONFIG_BYTES:
+            raise RegistryError(f"config of {ref} is {descriptor.size} bytes, over the limit")
+        async with self._get(ref, f"blobs/{descriptor.digest}") as response:
+            raw = await self._read(response, limit=descriptor.size, what=f"config of {ref}")
+        verify(descriptor.digest, raw)
+        try:
+            document = json.loads(raw)
+        except ValueError:
+            raise RegistryError(f"config of {ref} is not JSON") from None
+        if not isinstance(document, dict):
+            raise RegistryError(f"config of {ref} is not a JSON object")
+        return document
+
+    @asynccontextmanager
+    async def blob(self, ref: Reference, descriptor: Descriptor) -> AsyncIterator[BlobStream]:
+        """Open a blob for streaming; its digest is checked if it is read to the end."""
+        async with self._get(ref, f"blobs/{descriptor.digest}") as response:
+            yield BlobStream(response, descriptor)
+
+
+class BlobStream:
+    """Chunks of one blob, hashed as they pass; a short, long or altered blob raises."""
+
+    def __init__(self, response: aiohttp.ClientResponse, descriptor: Descriptor) -> None:
+        self._chunks = response.content.iter_chunked(CHUNK_BYTES)
+        self._descriptor = descriptor
+        self._hasher = _hasher(descriptor.digest)
+        self.bytes_read = 0
+        self.verified = False
+
+    async def next_chunk(self) -> bytes:
+        """The next chunk, or ``b""`` at the end (after the digest has been verified)."""
+        try:
+            chunk = await self._chunks.__anext__()
+        except StopAsyncIteration:
+            if self.bytes_read != self._descriptor.size:
+                raise DigestMismatch(
+                    f"blob {self._descriptor.digest} ended after {self.bytes_read} of "
+                    f"{self._descriptor.size} bytes"
+                ) from None
+            actual = f"{self._descriptor.digest.partition(':')[0]}:{self._hasher.hexdigest()}"
+            if actual != self._descriptor.digest:
+                raise DigestMismatch(f"blob {self._descriptor.digest} hashed to {actual}") from None
+            self.verified = True
+            return b""
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise RegistryUnavailable(f"blob {self._descriptor.digest} was cut off: {exc}") from None
+        self.bytes_read += len(chunk)
+        if self.bytes_read > self._descriptor.size:
+            raise DigestMismatch(f"blob {self._descriptor.digest} is longer than its descriptor says")
+        self._hasher.update(chunk)
+        return chunk
+
+    async def drain(self) -> None:
+        """Read what is left, so the digest is checked."""
+        while await self.next_chunk():
+            pass
+
+
+def _choose(index: Mapping[str, Any], platform: Platform, ref: Reference) -> Descriptor:
+    entries = index.get("manifests")
+    if not isinstance(entries, list):
+        raise RegistryError(f"index of {ref} has no manifest list")
+    candidates = []
+    for i, entry in enumerate(entries):
+        desc = Descriptor.from_json(entry, what=f"index entry {i} of {ref}")
+        p = desc.platform or {}
+        if p.get("os") != platform.os or p.get("architecture") != platform.architecture:
+            continue
+        if platform.variant and p.get("variant") not in (None, platform.variant):
+            continue
+        candidates.append(desc)
+    if not candidates:
+        available = sorted(
+            "/".join(str(v) for v in (d.get("platform") or {}).values() if isinstance(v, str))
+            for d in entries if isinstance(d, dict)
+        )
+        raise RegistryError(f"{ref} has no {platform} image (it has {', '.join(available) or 'none'})")
+    # an exact variant match beats an entry that leaves the variant open
+    candidates.sort(key=lambda d: (d.platform or {}).get("variant") != platform.variant)
+    return candidates[0]
+
+
+def _status_error(ref: Reference, path: str, status: int) -> RegistryError:
+    what = "manifest" if path.startswith("manifests/") else "blob"
+    if status == 404:
+        return RegistryError(f"{ref}: {what} not found in {ref.registry} (HTTP 404)", status=404)
+    if status in (401, 403):
+        return RegistryError(f"{ref}: {ref.registry} denied access (HTTP {status})", status=status)
+    temporary = status == 429 or status >= 500
+    return RegistryError(
+        f"{ref}: {ref.registry} answered HTTP {status} for the {what}", status=status, temporary=temporary
+    )

@@ -1,0 +1,116 @@
+"""From an image reference to the uid/gid it runs as: cached, coalesced, deadline-aware.
+
+The resolver is the only place that turns registry errors into a
+:class:`~mutator.images.ImageFailure`; the policy never sees an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+
+from mutator import metrics, passwd
+from mutator.cache import CoalescingCache
+from mutator.config import Config, Platform
+from mutator.errors import ImageError, InvalidReference, UserNotFound
+from mutator.images import ImageFailure, ImageUser, Resolution
+from mutator.registry import reference, rootfs
+from mutator.registry.client import RegistryClient
+
+log = logging.getLogger(__name__)
+
+
+def _cacheable(result: Resolution) -> bool:
+    return isinstance(result, ImageUser) or not result.temporary
+
+
+class Resolver:
+    def __init__(self, *, client: RegistryClient, config: Config) -> None:
+        self._client = client
+        self._platform = config.platform
+        self._lookup_timeout = config.lookup_timeout_seconds
+        self.cache: CoalescingCache[Resolution] = CoalescingCache(
+            maxsize=config.cache_max_entries, ttl=config.cache_ttl_seconds, keep=_cacheable
+        )
+
+    async def resolve(self, images: Iterable[str], *, deadline: float) -> dict[str, Resolution]:
+        """Resolve every image, answering for each by *deadline* (``loop.time()`` based).
+
+        An image not resolved by then is a temporary failure for this caller; its
+        lookup goes on (bounded by ``lookup_timeout_seconds``) and fills the cache
+        for the retry.
+        """
+        results: dict[str, Resolution] = {}
+        waiting: dict[str, asyncio.Future[Resolution]] = {}
+        for image in images:
+            cached = self.cache.peek(image)
+            if cached is not None:
+                metrics.CACHE_LOOKUPS.labels("hit").inc()
+                results[image] = cached
+            else:
+                waiting[image] = self.cache.get(image, lambda image=image: self.lookup(image))
+        if not waiting:
+            return results
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining > 0:
+            # wait() never cancels what it waits on: a lookup outlives a caller that gives up
+            await asyncio.wait(waiting.values(), timeout=remaining)
+        for image, future in waiting.items():
+            if future.done() and not future.cancelled() and future.exception() is None:
+                results[image] = future.result()
+            else:
+                results[image] = ImageFailure(
+                    image, "the registry did not answer before the admission deadline", temporary=True
+                )
+        return results
+
+    async def lookup(self, image: str, *, platform: Platform | None = None) -> Resolution:
+        """One uncached lookup against the registry, bounded by ``lookup_timeout_seconds``."""
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._lookup_timeout):
+                result: Resolution = await self._lookup(image, platform or self._platform)
+        except TimeoutError:
+            result = ImageFailure(
+                image, f"registry lookup took over {self._lookup_timeout:g} s", temporary=True
+            )
+        except InvalidReference as exc:
+            result = ImageFailure(image, str(exc), temporary=False)
+        except ImageError as exc:
+            result = ImageFailure(image, str(exc), temporary=exc.temporary)
+        except Exception as exc:  # a hostile registry must never crash an admission
+            log.exception("unexpected error resolving %s", image)
+            result = ImageFailure(image, f"unexpected error: {exc!r}", temporary=True)
+        metrics.REGISTRY_SECONDS.observe(time.perf_counter() - started)
+        outcome = ("resolved" if isinstance(result, ImageUser)
+                   else "temporary_failure" if result.temporary else "failed")
+        metrics.REGISTRY_LOOKUPS.labels(outcome).inc()
+        return result
+
+    async def _lookup(self, image: str, platform: Platform) -> ImageUser:
+        ref = reference.parse(image)
+        found = await self._client.image(ref, platform)
+        container_config = found.config.get("config")
+        user = container_config.get("User") if isinstance(container_config, dict) else None
+        user = user if isinstance(user, str) else ""
+        facts = {"image": image, "reference": str(ref), "digest": found.digest, "user": user}
+
+        spec = passwd.split_user(user)
+        if spec is None:
+            return ImageUser(**facts, uid=0, gid=0)
+        if spec.user_is_numeric and (spec.group is None or spec.group_is_numeric):
+            # The kubelet can check a number itself; no need to read any layer.
+            gid = int(spec.group) if spec.group is not None else None
+            return ImageUser(**facts, uid=int(spec.user), gid=gid)
+
+        files = await rootfs.account_files(
+            self._client, ref, found.layers, group=spec.group is not None and not spec.group_is_numeric
+        )
+        metrics.LAYER_BYTES.inc(files.bytes_read)
+        try:
+            identity = passwd.resolve(spec, passwd=files.passwd, group=files.group)
+        except UserNotFound as exc:
+            return ImageUser(**facts, uid=None, gid=None, problem=str(exc))
+        return ImageUser(**facts, uid=identity.uid, gid=identity.gid)

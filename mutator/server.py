@@ -1,0 +1,159 @@
+"""The HTTPS server: ``POST /mutate/{enforce,warn,audit}``, health, readiness and metrics.
+
+The mode is in the URL path so that the chart's webhook configuration can route
+namespaces by label (one webhook entry per mode) without the server reading
+Namespace objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import signal
+import ssl
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from mutator import admission, metrics, webhook
+from mutator.config import Config
+from mutator.errors import BadReview
+from mutator.policy import Mode
+from mutator.registry.client import RegistryClient
+from mutator.resolver import Resolver
+
+log = logging.getLogger(__name__)
+
+MAX_ADMISSION_TIMEOUT = 30.0  # the API server never waits longer than this
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+RESOLVER = web.AppKey("resolver", Resolver)
+CONFIG = web.AppKey("config", Config)
+
+
+def parse_timeout(text: str | None) -> float | None:
+    """Parse the API server's ``?timeout=`` (a Go duration such as ``10s`` or ``1m30s``)."""
+    if not text:
+        return None
+    pos, total = 0, 0.0
+    for match in _DURATION_RE.finditer(text):
+        if match.start() != pos:
+            return None
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    return total if pos == len(text) and total > 0 else None
+
+
+def _bad_request(reason: str, mode: str) -> web.Response:
+    metrics.ADMISSIONS.labels(mode, "bad_request").inc()
+    return web.json_response({"error": reason}, status=400)
+
+
+async def mutate(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    try:
+        mode = Mode(request.match_info["mode"])
+    except ValueError:
+        raise web.HTTPNotFound(text="modes are enforce, warn and audit") from None
+    config = request.app[CONFIG]
+    timeout = parse_timeout(request.query.get("timeout"))
+    if timeout is None:
+        timeout = config.default_admission_timeout_seconds
+    deadline = webhook.deadline_for(min(timeout, MAX_ADMISSION_TIMEOUT))
+
+    if (request.content_length or 0) > admission.MAX_BODY_BYTES:
+        return _bad_request(f"request body is larger than {admission.MAX_BODY_BYTES} bytes", mode)
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _bad_request(f"request body is larger than {admission.MAX_BODY_BYTES} bytes", mode)
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return _bad_request(f"request body is not valid JSON: {exc}", mode)
+    try:
+        outcome = await webhook.handle(
+            document, mode=mode, resolver=request.app[RESOLVER], deadline=deadline
+        )
+    except BadReview as exc:
+        return _bad_request(str(exc), mode)
+
+    elapsed = time.perf_counter() - started
+    metrics.ADMISSIONS.labels(mode, outcome.result).inc()
+    metrics.ADMISSION_SECONDS.labels(mode).observe(elapsed)
+    review = outcome.review
+    if outcome.decision is not None:
+        log.info(
+            "%s %s/%s uid=%s mode=%s dryRun=%s result=%s containers=%s in %.1f ms",
+            review.operation, review.namespace, review.name, review.uid, mode, review.dry_run,
+            outcome.result, dict(outcome.decision.outcomes), elapsed * 1000,
+        )
+    return web.json_response(outcome.response)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if RESOLVER not in request.app:
+        return web.Response(status=503, text="starting\n")
+    return web.Response(text="ok\n")
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    response = web.Response(body=generate_latest())
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+def make_app(config: Config) -> web.Application:
+    # One byte over the limit so that an oversized body is seen and answered with a 400.
+    app = web.Application(client_max_size=admission.MAX_BODY_BYTES + 1)
+    app[CONFIG] = config
+    app.router.add_post("/mutate/{mode}", mutate)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.cleanup_ctx.append(_registry_session)
+    return app
+
+
+async def _registry_session(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=30),
+        connector=aiohttp.TCPConnector(limit=100, limit_per_host=20),
+    ) as session:
+        client = RegistryClient(session=session, registries=config.registry)
+        app[RESOLVER] = Resolver(client=client, config=config)
+        yield
+
+
+async def serve(config: Config, *, host: str, port: int, ssl_context: ssl.SSLContext,
+                on_ready: str = "") -> None:
+    """Serve until SIGTERM or SIGINT, then finish in-flight requests and stop."""
+    runner = web.AppRunner(make_app(config), access_log=None, shutdown_timeout=10)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+    await site.start()
+    sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+    bound = sockets[0].getsockname()[:2] if sockets else (host, port)
+    shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    print(f"listening on https://{shown}:{bound[1]}", flush=True)
+    if on_ready:
+        print(on_ready.format(url=f"https://{shown}:{bound[1]}"), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()

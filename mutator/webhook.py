@@ -1,0 +1,62 @@
+"""One admission, start to end: review in → containers → image users → decision → review out.
+
+Shared by the HTTPS server and ``mutator review`` so that the offline check a
+developer runs is exactly what the cluster runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from mutator import admission, metrics, policy
+from mutator.admission import AdmissionReviewDoc, Review
+from mutator.policy import Decision, Mode
+from mutator.resolver import Resolver
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    review: Review
+    decision: Decision | None  # None: the request was not ours to change
+    response: AdmissionReviewDoc
+
+    @property
+    def result(self) -> str:
+        if self.decision is None:
+            return "allowed"
+        if not self.decision.allowed:
+            return "refused"
+        return "patched" if self.decision.patch.patch else "allowed"
+
+
+async def handle(document: Any, *, mode: Mode, resolver: Resolver, deadline: float) -> Outcome:
+    """Decide on a parsed AdmissionReview document; raises :class:`BadReview` if malformed.
+
+    *deadline* is in ``loop.time()`` terms: image lookups still running then
+    count as temporary failures, so the answer always leaves in time.
+    """
+    review = admission.validate(document)
+    target = admission.target(review)
+    if target is None or not target.containers:
+        return Outcome(review, None, admission.respond(review.uid, allowed=True))
+    images = policy.images_to_resolve(target)
+    resolutions = await resolver.resolve(images, deadline=deadline) if images else {}
+    decision = policy.decide(target, resolutions, mode)
+    for _, outcome in decision.outcomes:
+        metrics.CONTAINERS.labels(mode.value, outcome).inc()
+    response = admission.respond(
+        review.uid,
+        allowed=decision.allowed,
+        patch=decision.patch.patch,
+        warnings=decision.warnings,
+        message=decision.message,
+    )
+    return Outcome(review, decision, response)
+
+
+def deadline_for(timeout: float) -> float:
+    """Leave a margin before the API server's own timeout, for the answer to travel."""
+    margin = max(0.25, min(1.0, timeout * 0.1))
+    return asyncio.get_running_loop().time() + max(0.05, timeout - margin)

@@ -1,0 +1,77 @@
+"""Debian's ``docker-registry`` (the distribution project's registry 2.x), run on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from tests.support.net import free_port, poll
+
+
+class RegistryServer:
+    """One registry process with a throwaway filesystem store; plain HTTP unless TLS files are given."""
+
+    def __init__(self, *, tls_cert: str | None = None, tls_key: str | None = None) -> None:
+        binary = shutil.which("docker-registry")
+        if binary is None:
+            raise RuntimeError("docker-registry is not installed (apt-get install docker-registry)")
+        self._binary = binary
+        self._tls = (tls_cert, tls_key) if tls_cert and tls_key else None
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self._dir = Path(tempfile.mkdtemp(prefix="registry-"))
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self._tls else 'http'}://{self.host}"
+
+    def start(self) -> RegistryServer:
+        http: dict[str, object] = {"addr": self.host, "secret": "test-only-secret"}
+        if self._tls:
+            http["tls"] = {"certificate": self._tls[0], "key": self._tls[1]}
+        config = {
+            "version": 0.1,
+            "log": {"level": "error", "accesslog": {"disabled": True}},
+            "storage": {"filesystem": {"rootdirectory": str(self._dir / "store")},
+                        "delete": {"enabled": True}},
+            "http": http,
+        }
+        config_path = self._dir / "config.yml"
+        config_path.write_text(yaml.safe_dump(config))
+        self._log = open(self._dir / "registry.log", "wb")  # noqa: SIM115 - lives as long as the process
+        self._process = subprocess.Popen(
+            [self._binary, "serve", str(config_path)], stdout=self._log, stderr=subprocess.STDOUT,
+            env={**os.environ, "OTEL_TRACES_EXPORTER": "none"},
+        )
+        context = None
+        if self._tls:
+            import ssl
+
+            context = ssl.create_default_context(cafile=self._tls[0])
+
+        def up() -> bool | None:
+            if self._process is not None and self._process.poll() is not None:
+                raise RuntimeError(f"registry exited: {(self._dir / 'registry.log').read_text()}")
+            with urllib.request.urlopen(f"{self.url}/v2/", timeout=2, context=context) as response:
+                return True if response.status == 200 else None
+
+        poll(up, timeout=30, what=f"registry on {self.host} answering /v2/")
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._log.close()
+        shutil.rmtree(self._dir, ignore_errors=True)

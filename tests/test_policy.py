@@ -1,0 +1,272 @@
+"""The decision, row by row, on pods made here (pure: no registry, no server)."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+import jsonpatch
+import pytest
+
+from mutator import admission
+from mutator.images import ImageFailure, ImageUser
+from mutator.policy import Mode, decide, images_to_resolve
+
+NAMED = ImageUser("named", "r/named", "sha256:1", "app", uid=1000, gid=1001)
+NAME_GROUP = ImageUser("namegroup", "r/ng", "sha256:2", "app:staff", uid=1000, gid=50)
+NAME_GID0 = ImageUser("gid0", "r/g0", "sha256:3", "app", uid=1000, gid=0)
+NUMERIC = ImageUser("numeric", "r/n", "sha256:4", "1234", uid=1234, gid=None)
+UID_GROUPNAME = ImageUser("uidgroup", "r/ug", "sha256:5", "1000:staff", uid=1000, gid=50)
+NO_USER = ImageUser("rootimg", "r/root", "sha256:6", "", uid=0, gid=0)
+UID0 = ImageUser("uid0", "r/uid0", "sha256:7", "0", uid=0, gid=None)
+NAME0 = ImageUser("toor", "r/toor", "sha256:8", "toor", uid=0, gid=0)
+MISSING = ImageUser("ghost", "r/ghost", "sha256:9", "ghost", uid=None, gid=None,
+                    problem="user 'ghost' not found: the image has no such user in /etc/passwd")
+DOWN = ImageFailure("down", "cannot reach registry.example:5000", temporary=True)
+BAD_REF = ImageFailure("BAD", "invalid image reference 'BAD'", temporary=False)
+ALL = {i.image: i for i in (NAMED, NAME_GROUP, NAME_GID0, NUMERIC, UID_GROUPNAME, NO_USER, UID0,
+                            NAME0, MISSING, DOWN, BAD_REF)}
+
+
+def pod(*containers: dict[str, Any], pod_sc: dict[str, Any] | None = None,
+        init: list[dict[str, Any]] | None = None, ephemeral: list[dict[str, Any]] | None = None
+        ) -> dict[str, Any]:
+    spec: dict[str, Any] = {"containers": list(containers)}
+    if pod_sc is not None:
+        spec["securityContext"] = pod_sc
+    if init:
+        spec["initContainers"] = init
+    if ephemeral:
+        spec["ephemeralContainers"] = ephemeral
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns"}, "spec": spec}
+
+
+def c(name: str, image: str, **sc: Any) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": name, "image": image}
+    if sc:
+        container["securityContext"] = sc
+    return container
+
+
+def run(pod_doc: dict[str, Any], mode: Mode = Mode.ENFORCE, resolutions=ALL):
+    review = admission.validate(admission.review_for_pod(pod_doc))
+    target = admission.target(review)
+    decision = decide(target, resolutions, mode)
+    patched = jsonpatch.apply_patch(pod_doc, decision.patch.patch) if decision.allowed else None
+    return decision, patched
+
+
+def sc_of(patched: dict[str, Any], kind: str = "containers", index: int = 0) -> dict[str, Any] | None:
+    return patched["spec"][kind][index].get("securityContext")
+
+
+def test_named_user_is_patched_on_the_container_not_the_pod():
+    original = pod(c("app", "named"), c("sidecar", "numeric"), pod_sc={"fsGroup": 2000})
+    decision, patched = run(original)
+    assert decision.allowed
+    assert sc_of(patched) == {"runAsUser": 1000, "runAsGroup": 1001, "runAsNonRoot": True}
+    assert sc_of(patched, index=1) is None  # the sidecar's numeric USER needs nothing
+    assert patched["spec"]["securityContext"] == {"fsGroup": 2000}
+    assert original["spec"]["containers"][0] == {"name": "app", "image": "named"}  # not mutated
+
+
+def test_existing_security_context_keeps_its_fields():
+    _, patched = run(pod(c("app", "named", allowPrivilegeEscalation=False)))
+    assert sc_of(patched) == {
+        "allowPrivilegeEscalation": False, "runAsUser": 1000, "runAsGroup": 1001, "runAsNonRoot": True,
+    }
+
+
+def test_null_security_context_is_replaced_whole():
+    doc = pod({"name": "app", "image": "named", "securityContext": None})
+    _, patched = run(doc)
+    assert sc_of(patched) == {"runAsUser": 1000, "runAsGroup": 1001, "runAsNonRoot": True}
+
+
+@pytest.mark.parametrize("mode", [Mode.ENFORCE, Mode.WARN, Mode.AUDIT])
+def test_an_effective_run_as_user_means_no_lookup_and_no_patch(mode):
+    for doc in (
+        pod(c("app", "named", runAsUser=1500)),
+        pod(c("app", "named"), pod_sc={"runAsUser": 1500}),
+        pod(c("app", "rootimg", runAsUser=1500), pod_sc={"runAsUser": 0}),
+    ):
+        target = admission.target(admission.validate(admission.review_for_pod(doc)))
+        assert images_to_resolve(target) == []
+        decision, patched = run(doc, mode, resolutions={})
+        assert decision.allowed and decision.patch.patch == [] and decision.warnings == ()
+        assert patched == doc
+
+
+def test_explicit_run_as_user_zero_is_root_even_over_a_pod_level_uid():
+    decision, _ = run(pod(c("app", "named", runAsUser=0), pod_sc={"runAsUser": 1000}))
+    assert not decision.allowed
+    assert 'container "app"' in decision.message and "runAsUser: 0" in decision.message
+    decision, _ = run(pod(c("app", "named"), pod_sc={"runAsUser": 0}))
+    assert not decision.allowed
+
+
+def test_pod_level_run_as_group_is_respected():
+    _, patched = run(pod(c("app", "named"), pod_sc={"runAsGroup": 3000}))
+    assert sc_of(patched) == {"runAsUser": 1000, "runAsNonRoot": True}
+    _, patched = run(pod(c("app", "named", runAsGroup=3000)))
+    assert sc_of(patched) == {"runAsGroup": 3000, "runAsUser": 1000, "runAsNonRoot": True}
+
+
+def test_gid_zero_is_left_to_the_runtime():
+    _, patched = run(pod(c("app", "gid0")))
+    assert sc_of(patched) == {"runAsUser": 1000, "runAsNonRoot": True}
+
+
+def test_name_group_and_uid_groupname():
+    _, patched = run(pod(c("a", "namegroup"), c("b", "uidgroup")))
+    assert sc_of(patched) == {"runAsUser": 1000, "runAsGroup": 50, "runAsNonRoot": True}
+    assert sc_of(patched, index=1) is None  # numeric user part: the kubelet verifies it
+
+
+def test_explicit_run_as_non_root_false_is_not_overwritten():
+    decision, patched = run(pod(c("app", "named", runAsNonRoot=False)))
+    assert sc_of(patched) == {"runAsNonRoot": False, "runAsUser": 1000, "runAsGroup": 1001}
+    assert all(op["op"] == "add" for op in decision.patch.patch)
+
+
+@pytest.mark.parametrize(
+    ("image", "found"),
+    [
+        ("rootimg", "its image sets no USER"),
+        ("uid0", "its image sets USER '0'"),
+        ("toor", "its image's USER 'toor' is uid 0 in its /etc/passwd"),
+    ],
+)
+def test_root_images(image, found):
+    doc = pod(c("web", image))
+    decision, _ = run(doc, Mode.ENFORCE)
+    assert not decision.allowed
+    assert f'container "web" (image {image}) would run as root: {found}' in decision.message
+    assert "set USER to a non-zero uid (e.g. USER 1000) in the Dockerfile" in decision.message
+    assert "securityContext.runAsUser" in decision.message
+
+    decision, patched = run(doc, Mode.WARN)
+    assert decision.allowed and patched == doc
+    assert decision.warnings and 'container "web" runs as root' in decision.warnings[0]
+
+    decision, patched = run(doc, Mode.AUDIT)
+    assert decision.allowed and patched == doc
+    assert decision.warnings[0].startswith('audit: enforce would refuse: container "web"')
+
+
+def test_unresolvable_user():
+    decision, _ = run(pod(c("app", "ghost")))
+    assert not decision.allowed
+    assert "user 'ghost' not found" in decision.message and "cannot be verified" in decision.message
+    decision, _ = run(pod(c("app", "BAD")))
+    assert not decision.allowed and "invalid image reference" in decision.message
+    decision, _ = run(pod(c("app", "ghost")), Mode.WARN)
+    assert decision.allowed and "unverifiable user" in decision.warnings[0]
+
+
+def test_registry_failure_follows_the_mode():
+    decision, _ = run(pod(c("app", "down")))
+    assert not decision.allowed
+    assert "temporary" in decision.message and "retried" in decision.message
+    for mode in (Mode.WARN, Mode.AUDIT):
+        decision, patched = run(pod(c("app", "down"), c("b", "named")), mode)
+        assert decision.allowed
+        assert any('container "app" not checked' in w for w in decision.warnings)
+    # warn still patches what it could resolve
+    decision, patched = run(pod(c("app", "down"), c("b", "named")), Mode.WARN)
+    assert sc_of(patched, index=1)["runAsUser"] == 1000
+
+
+def test_image_missing_from_resolutions_is_not_assumed_fine():
+    decision, _ = run(pod(c("app", "named")), resolutions={})
+    assert not decision.allowed
+
+
+def test_audit_never_patches_but_says_what_enforce_would_do():
+    doc = pod(c("app", "named"), c("db", "namegroup"))
+    decision, patched = run(doc, Mode.AUDIT)
+    assert decision.allowed and decision.patch.patch == [] and patched == doc
+    assert decision.warnings == (
+        'audit: would set runAsUser=1000 runAsGroup=1001 on container "app"',
+        'audit: would set runAsUser=1000 runAsGroup=50 on container "db"',
+    )
+
+
+def test_warn_patches_without_adding_run_as_non_root():
+    _, patched = run(pod(c("app", "named")), Mode.WARN)
+    assert sc_of(patched) == {"runAsUser": 1000, "runAsGroup": 1001}
+
+
+def test_init_and_ephemeral_containers_are_patched_in_place():
+    doc = pod(c("app", "numeric"), init=[c("setup", "named")], ephemeral=[c("debug", "namegroup")])
+    decision, patched = run(doc)
+    assert sc_of(patched, "initContainers")["runAsUser"] == 1000
+    assert sc_of(patched, "ephemeralContainers") == {
+        "runAsUser": 1000, "runAsGroup": 50, "runAsNonRoot": True,
+    }
+    assert sc_of(patched) is None
+    assert dict(decision.outcomes) == {"setup": "patch", "app": "skip", "debug": "patch"}
+
+
+def test_root_init_container_refuses_the_pod():
+    decision, _ = run(pod(c("app", "named"), init=[c("chown", "rootimg")]))
+    assert not decision.allowed and 'container "chown"' in decision.message
+
+
+def test_every_problem_is_named_in_one_message():
+    decision, _ = run(pod(c("a", "rootimg"), c("b", "ghost"), c("c", "named")))
+    assert 'container "a"' in decision.message and 'container "b"' in decision.message
+    assert 'container "c"' not in decision.message
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+def test_reinvocation_yields_no_further_patch(mode):
+    doc = pod(c("app", "named"), c("s", "namegroup", readOnlyRootFilesystem=True),
+              init=[c("i", "named")])
+    first, patched = run(doc, mode)
+    second, again = run(patched, mode)
+    assert second.patch.patch == [] and again == patched
+    if mode is not Mode.AUDIT:
+        assert first.patch.patch
+
+
+def test_warnings_fit_the_api_servers_limit():
+    long_name = "c" * 200
+    decision, _ = run(pod(c(long_name, "ghost")), Mode.WARN)
+    assert decision.warnings and all(len(w) <= 120 for w in
+                                     admission.respond("u", allowed=True, warnings=decision.warnings)
+                                     ["response"]["warnings"])
+
+
+def test_windows_pods_are_left_alone():
+    doc = pod(c("app", "rootimg"))
+    doc["spec"]["os"] = {"name": "windows"}
+    decision = admission.target(admission.validate(admission.review_for_pod(doc)))
+    assert decision is None
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+def test_never_patches_root_nor_removes_anything(mode):
+    """Every combination of image and security context: only adds, never uid 0."""
+    contexts = [None, {}, {"runAsNonRoot": True}, {"runAsNonRoot": False}, {"runAsUser": 0},
+                {"runAsGroup": 0}]
+    pod_contexts = [None, {}, {"runAsNonRoot": True}, {"runAsUser": 0}, {"runAsGroup": 7}]
+    for image, sc, psc in itertools.product(ALL, contexts, pod_contexts):
+        container = {"name": "x", "image": image}
+        if sc is not None:
+            container["securityContext"] = copy.deepcopy(sc)
+        decision, patched = run(pod(container, pod_sc=copy.deepcopy(psc)), mode)
+        for op in decision.patch.patch:
+            assert op["op"] == "add"
+            value = op["value"]
+            assert value != 0 or not op["path"].endswith("runAsUser")
+            if isinstance(value, dict):
+                assert value.get("runAsUser") != 0
+        if patched is not None:
+            result = patched["spec"]["containers"][0].get("securityContext") or {}
+            if sc and "runAsNonRoot" in sc:
+                assert result["runAsNonRoot"] == sc["runAsNonRoot"]
+            effective = result.get("runAsUser", (psc or {}).get("runAsUser"))
+            if mode is Mode.ENFORCE:
+                assert effective != 0
