@@ -147,10 +147,10 @@ def _warning(finding: _Finding, mode: Mode) -> str:
     short = {
         "root": f"runs as root ({finding.detail})",
         "unresolvable": f"unverifiable user ({finding.detail})",
-        "unavailable": f"not checked ({finding.detail})",
+        "unavailable": f"unchecked ({finding.detail})",
     }[finding.outcome]
-    prefix = "audit: enforce would refuse" if mode is Mode.AUDIT else "nonroot-mutator"
-    return f'{prefix}: container "{c.name}" {short}'
+    prefix = "audit: would refuse" if mode is Mode.AUDIT else "nonroot-mutator:"
+    return f'{prefix} container "{c.name}" {short}'
 
 
 def decide(target: Target, resolutions: Mapping[str, Resolution], mode: Mode) -> Decision:

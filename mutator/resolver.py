@@ -62,7 +62,7 @@ class Resolver:
                 results[image] = future.result()
             else:
                 results[image] = ImageFailure(
-                    image, "the registry did not answer before the admission deadline", temporary=True
+                    image, "no answer from the registry before the admission deadline", temporary=True
                 )
         return results
 

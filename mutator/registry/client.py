@@ -132,6 +132,12 @@ class RegistryClient:
                 response = await self._session.get(
                     url, headers=headers, ssl=self._tls(ref.registry, settings)
                 )
+            except aiohttp.ClientSSLError as exc:
+                # A configuration problem, not a passing one: retrying will not help.
+                raise RegistryError(
+                    f"TLS with {ref.registry} failed: {exc}; set registries.{ref.registry}.ca_file "
+                    "for a private CA, or plain_http if it serves plain HTTP"
+                ) from None
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
                 raise RegistryUnavailable(f"cannot reach {ref.registry}: {exc}") from None
             try:

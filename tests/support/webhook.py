@@ -1,0 +1,82 @@
+"""``mutator serve`` as a real process on loopback HTTPS, as the API server sees it."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from mutator.tls import self_signed
+
+_LISTENING = re.compile(r"listening on (https://\S+)")
+
+
+class WebhookProcess:
+    """Starts ``python -m mutator serve`` with a fresh self-signed cert for 127.0.0.1.
+
+    The server prints its URL once it accepts connections; reading that line
+    is the readiness signal, so no polling is needed.
+    """
+
+    def __init__(self, *, config: str | None, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="webhook-"))
+        self.cert, self.key = self_signed(str(self.dir), ("127.0.0.1", "localhost"))
+        self._config = config
+        self._listen = f"{host}:{port}"
+        self.url = ""
+        self.log = self.dir / "webhook.log"
+        self._process: subprocess.Popen[str] | None = None
+
+    def start(self, *, timeout: float = 30) -> WebhookProcess:
+        command = [sys.executable, "-m", "mutator", "serve", "--listen", self._listen,
+                   "--tls-cert", self.cert, "--tls-key", self.key]
+        if self._config:
+            command += ["--config", self._config]
+        self._stderr = open(self.log, "w")  # noqa: SIM115 - lives as long as the process
+        self._process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=self._stderr, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        lines: queue.Queue[str] = queue.Queue()
+        stdout = self._process.stdout
+        assert stdout is not None
+
+        def pump() -> None:
+            for line in stdout:
+                lines.put(line)
+            lines.put("")
+
+        threading.Thread(target=pump, daemon=True).start()
+        try:
+            line = lines.get(timeout=timeout)
+        except queue.Empty:
+            line = ""
+        match = _LISTENING.search(line)
+        if not match:
+            self.stop()
+            raise RuntimeError(f"webhook did not start: {line!r}\n{self.log.read_text()}")
+        self.url = match.group(1)
+        return self
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def stop(self) -> int | None:
+        """SIGTERM, as Kubernetes sends; returns the exit code."""
+        if self._process is None or self._process.poll() is not None:
+            return self._process.returncode if self._process else None
+        self._process.send_signal(signal.SIGTERM)
+        try:
+            return self._process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            return self._process.wait()
+        finally:
+            self._stderr.close()
