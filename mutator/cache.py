@@ -45,15 +45,15 @@ class CoalescingCache(Generic[V]):
         """
         value = self._entries.get(key)
         if value is not None:
-            metrics.CACHE_LOOKUPS.labels("hit").inc()
+            metrics.CACHE_HIT.inc()
             done: asyncio.Future[V] = asyncio.get_running_loop().create_future()
             done.set_result(value)
             return done
         task = self._inflight.get(key)
         if task is not None:
-            metrics.CACHE_LOOKUPS.labels("coalesced").inc()
+            metrics.CACHE_COALESCED.inc()
             return task
-        metrics.CACHE_LOOKUPS.labels("miss").inc()
+        metrics.CACHE_MISS.inc()
         task = asyncio.ensure_future(lookup())
         self._inflight[key] = task
         task.add_done_callback(lambda t: self._finished(key, t))

@@ -25,6 +25,10 @@ CACHE_LOOKUPS = Counter(
     "Image user lookups by cache result (hit, miss, coalesced).",
     ["result"],
 )
+# Bound once: labels() costs a lock and a dict lookup on the warm path.
+CACHE_HIT = CACHE_LOOKUPS.labels("hit")
+CACHE_MISS = CACHE_LOOKUPS.labels("miss")
+CACHE_COALESCED = CACHE_LOOKUPS.labels("coalesced")
 CACHE_ENTRIES = Gauge("nonroot_mutator_cache_entries", "Image users held in the cache.")
 REGISTRY_LOOKUPS = Counter(
     "nonroot_mutator_registry_lookups_total",

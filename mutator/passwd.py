@@ -10,6 +10,7 @@ primary gid from passwd applies.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from mutator.errors import UserNotFound
 
@@ -38,6 +39,7 @@ class Identity:
     gid: int | None
 
 
+@lru_cache(maxsize=4096)  # called for every container of every admission, on few distinct values
 def split_user(spec: str) -> UserSpec | None:
     """Split ``user[:group]``; ``None`` when the image sets no user (it runs as root).
 

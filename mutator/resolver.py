@@ -47,7 +47,7 @@ class Resolver:
         for image in images:
             cached = self.cache.peek(image)
             if cached is not None:
-                metrics.CACHE_LOOKUPS.labels("hit").inc()
+                metrics.CACHE_HIT.inc()
                 results[image] = cached
             else:
                 waiting[image] = self.cache.get(image, lambda image=image: self.lookup(image))
