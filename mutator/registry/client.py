@@ -181,12 +181,7 @@ class RegistryClient:
         if digest is None or not digest.startswith(("sha256:", "sha512:")):
             digest = "sha256:" + hashlib.sha256(raw).hexdigest()
         verify(digest, raw)
-        try:
-            document = json.loads(raw)
-        except ValueError:
-            raise RegistryError(f"manifest of {ref} is not JSON") from None
-        if not isinstance(document, dict):
-            raise RegistryError(f"manifest of {ref} is not a JSON object")
+        document = _json_object(raw, what=f"manifest of {ref}")
         media_type = document.get("mediaType") or header_type
         if document.get("schemaVersion") == 1:
             raise UnsupportedImage(f"{ref} has a Docker schema 1 manifest, which is not supported")
@@ -222,13 +217,7 @@ class RegistryClient:
         async with self._get(ref, f"blobs/{descriptor.digest}") as response:
             raw = await self._read(response, limit=descriptor.size, what=f"config of {ref}")
         verify(descriptor.digest, raw)
-        try:
-            document = json.loads(raw)
-        except ValueError:
-            raise RegistryError(f"config of {ref} is not JSON") from None
-        if not isinstance(document, dict):
-            raise RegistryError(f"config of {ref} is not a JSON object")
-        return document
+        return _json_object(raw, what=f"config of {ref}")
 
     @asynccontextmanager
     async def blob(self, ref: Reference, descriptor: Descriptor) -> AsyncIterator[BlobStream]:
@@ -274,6 +263,16 @@ class BlobStream:
         """Read what is left, so the digest is checked."""
         while await self.next_chunk():
             pass
+
+
+def _json_object(raw: bytes, *, what: str) -> dict[str, Any]:
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        raise RegistryError(f"{what} is not JSON") from None
+    if not isinstance(document, dict):
+        raise RegistryError(f"{what} is not a JSON object")
+    return document
 
 
 def _choose(index: Mapping[str, Any], platform: Platform, ref: Reference) -> Descriptor:

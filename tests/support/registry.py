@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.net import free_port, poll
+from tests.support.net import free_port, wait_for
 
 
 class RegistryServer:
@@ -62,7 +62,8 @@ class RegistryServer:
             with urllib.request.urlopen(f"{self.url}/v2/", timeout=2, context=context) as response:
                 return True if response.status == 200 else None
 
-        poll(up, timeout=30, what=f"registry on {self.host} answering /v2/")
+        wait_for(up, timeout=30, what=f"registry on {self.host} answering /v2/", interval=0.05,
+                 retry_on=(OSError,))
         return self
 
     def stop(self) -> None:
