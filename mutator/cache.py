@@ -2,8 +2,8 @@
 
 Warm admissions must cost microseconds, so a hit is one dict lookup. Lookups
 in flight are shared: a Deployment scaling to 50 replicas of a cold image makes
-one registry lookup, not 50. Only definite answers are cached; a registry that
-failed is asked again next time.
+one registry lookup, not 50. Which answers are kept is the caller's choice
+(``keep``); the resolver keeps only what an image's content said.
 """
 
 from __future__ import annotations

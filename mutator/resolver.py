@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 
 
 def _cacheable(result: Resolution) -> bool:
-    return isinstance(result, ImageUser) or not result.temporary
+    """Only what the image's content says is kept: an image that was missing (404) may be
+    pushed a moment later, and the developer's retry must see it."""
+    return isinstance(result, ImageUser)
 
 
 class Resolver:

@@ -154,14 +154,21 @@ async def test_concurrent_requests_for_one_image_share_one_lookup(session, regis
     assert metrics.CACHE_LOOKUPS.labels("hit")._value.get() == hits_before + 1
 
 
-async def test_temporary_failures_are_not_cached(session, registry):
-    port = _closed_port()
+async def test_failures_are_not_cached(session, registry, pusher):
     resolver = make_resolver(session, registry)
-    image = f"127.0.0.1:{port}/gone/app:1"
     deadline = asyncio.get_running_loop().time() + 10
-    first = (await resolver.resolve([image], deadline=deadline))[image]
+    unreachable = f"127.0.0.1:{_closed_port()}/gone/app:1"
+    first = (await resolver.resolve([unreachable], deadline=deadline))[unreachable]
     assert isinstance(first, ImageFailure) and first.temporary and "cannot reach" in first.message
-    assert resolver.cache.peek(image) is None
+    assert resolver.cache.peek(unreachable) is None
+
+    # refused because it is not pushed yet; pushed; the retry must see it
+    image = f"{registry.host}/test/late:v1"
+    missing = (await resolver.resolve([image], deadline=deadline))[image]
+    assert isinstance(missing, ImageFailure) and not missing.temporary and "404" in missing.message
+    pusher.image("test/late", "v1", user="app", layers=[layer({"etc/passwd": passwd(("app", 1400, 1))})])
+    assert (await resolver.resolve([image], deadline=deadline))[image].uid == 1400
+    assert resolver.cache.peek(image).uid == 1400
 
 
 def _closed_port() -> int:
