@@ -6,7 +6,7 @@ Needs Debian's docker-registry (scripts/setup.sh installs it). Everything runs
 on loopback: a registry with images built here, and ``mutator serve``.
 
 Printed (medians; the machines are shared and noisy, so read the ratios):
-- in-process warm decision (cache hit): ``webhook.handle`` vs ``json.loads`` of the same body;
+- in-process warm decision (cache hit): decode + ``webhook.handle`` vs ``json.loads`` of the same body;
 - HTTPS warm admission vs ``GET /healthz`` on the same keep-alive connection;
 - cold resolve (cache empty) vs one raw manifest GET to the same registry;
 - N concurrent cold admissions of one image: how many registry lookups they made.
@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 
-from mutator import webhook
+from mutator import admission, webhook
 from mutator.config import from_mapping
 from mutator.policy import Mode
 from mutator.registry.client import MANIFEST_ACCEPT, RegistryClient
@@ -66,7 +66,7 @@ async def run(rounds: int, registry: RegistryServer, images: dict[str, str], con
         loop = asyncio.get_running_loop()
 
         async def decide() -> object:
-            return await webhook.handle(json.loads(body), mode=Mode.ENFORCE, resolver=resolver,
+            return await webhook.handle(admission.decode(body), mode=Mode.ENFORCE, resolver=resolver,
                                         deadline=loop.time() + 10)
 
         async def parse_only() -> object:
@@ -76,7 +76,7 @@ async def run(rounds: int, registry: RegistryServer, images: dict[str, str], con
         warm = await timed(decide, rounds)
         parse = await timed(parse_only, rounds)
         print("in-process, 3-container pod, cache warm:")
-        line("webhook.handle (parse+decide+patch)", median_us(warm), median_us(parse))
+        line("decode + webhook.handle (decide+patch)", median_us(warm), median_us(parse))
 
         # Cold: every round with an empty cache; baseline is one bare manifest GET.
         url = f"{registry.url}/v2/{images['upper'].split('/', 1)[1].replace(':v1', '')}/manifests/v1"

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import aiohttp
 import yaml
 
-from mutator import admission, tls, webhook
+from mutator import admission, server, tls, webhook
 from mutator import config as config_module
 from mutator.config import Config, Platform
 from mutator.errors import BadReview, ConfigError
@@ -88,17 +88,11 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
         return EXIT_BAD_INPUT
     host, port = args.listen or (("127.0.0.1", 8443) if args.dev else ("0.0.0.0", 8443))
     context = tls.server_context(cert, key)
-    asyncio.run(webhook_serve(config, host=host, port=port, context=context, on_ready=on_ready))
+    asyncio.run(server.serve(config, host=host, port=port, ssl_context=context, on_ready=on_ready))
     return EXIT_OK
 
 
-async def webhook_serve(config: Config, *, host: str, port: int, context: Any, on_ready: str) -> None:
-    from mutator.server import serve  # the server pulls in aiohttp.web: only load it to serve
-
-    await serve(config, host=host, port=port, ssl_context=context, on_ready=on_ready)
-
-
-def _load_document(path: str) -> Any:
+def _load_review(path: str) -> admission.Review:
     if path == "-":
         text = sys.stdin.read()
     else:
@@ -106,23 +100,22 @@ def _load_document(path: str) -> Any:
             text = handle.read()
     document = yaml.safe_load(text)
     if isinstance(document, dict) and document.get("kind") == "Pod":
-        return admission.review_for_pod(document)
+        return admission.validate(admission.review_for_pod(document))
     if isinstance(document, dict) and document.get("kind") == admission.KIND:
-        return document
+        return admission.validate(document)
     raise BadReview("expected an AdmissionReview or a Pod")
 
 
 def _review(args: argparse.Namespace, config: Config) -> int:
     try:
-        document = _load_document(args.file)
+        review = _load_review(args.file)
     except (OSError, yaml.YAMLError, BadReview) as exc:
         print(f"mutator review: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
     async def run(resolver: Resolver) -> webhook.Outcome:
         deadline = webhook.deadline_for(config.default_admission_timeout_seconds)
-        return await webhook.handle(document, mode=Mode(args.mode), resolver=resolver,
-                                    deadline=deadline)
+        return await webhook.handle(review, mode=Mode(args.mode), resolver=resolver, deadline=deadline)
 
     try:
         outcome = asyncio.run(_with_resolver(config, run))

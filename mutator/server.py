@@ -8,7 +8,6 @@ Namespace objects.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import signal
@@ -74,20 +73,14 @@ async def mutate(request: web.Request) -> web.Response:
     except web.HTTPRequestEntityTooLarge:
         return _bad_request(f"request body is larger than {admission.MAX_BODY_BYTES} bytes", mode)
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return _bad_request(f"request body is not valid JSON: {exc}", mode)
-    try:
-        outcome = await webhook.handle(
-            document, mode=mode, resolver=request.app[RESOLVER], deadline=deadline
-        )
+        review = admission.decode(body)
+        outcome = await webhook.handle(review, mode=mode, resolver=request.app[RESOLVER], deadline=deadline)
     except BadReview as exc:
         return _bad_request(str(exc), mode)
 
     elapsed = time.perf_counter() - started
     metrics.ADMISSIONS.labels(mode, outcome.result).inc()
     metrics.ADMISSION_SECONDS.labels(mode).observe(elapsed)
-    review = outcome.review
     if outcome.decision is not None:
         log.info(
             "%s %s/%s uid=%s mode=%s dryRun=%s result=%s containers=%s in %.1f ms",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
 
 from mutator import admission, metrics, policy
 from mutator.admission import AdmissionReviewDoc, Review
@@ -31,13 +30,12 @@ class Outcome:
         return "patched" if self.decision.patch.patch else "allowed"
 
 
-async def handle(document: Any, *, mode: Mode, resolver: Resolver, deadline: float) -> Outcome:
-    """Decide on a parsed AdmissionReview document; raises :class:`BadReview` if malformed.
+async def handle(review: Review, *, mode: Mode, resolver: Resolver, deadline: float) -> Outcome:
+    """Decide on a validated review; raises :class:`BadReview` if its object is malformed.
 
     *deadline* is in ``loop.time()`` terms: image lookups still running then
     count as temporary failures, so the answer always leaves in time.
     """
-    review = admission.validate(document)
     target = admission.target(review)
     if target is None or not target.containers:
         return Outcome(review, None, admission.respond(review.uid, allowed=True))
