@@ -30,25 +30,27 @@ class CoalescingCache(Generic[V]):
         return len(self._entries)
 
     def peek(self, key: Hashable) -> V | None:
+        """The cached value, uncounted (for inspection)."""
         return self._entries.get(key)
+
+    def hit(self, key: Hashable) -> V | None:
+        """The cached value, counted as a hit: the warm path, a dict lookup and no await."""
+        value = self._entries.get(key)
+        if value is not None:
+            metrics.CACHE_HIT.inc()
+        return value
 
     def clear(self) -> None:
         self._entries.clear()
         metrics.CACHE_ENTRIES.set(0)
 
-    def get(self, key: Hashable, lookup: Callable[[], Awaitable[V]]) -> asyncio.Future[V]:
-        """A future of the value of *key*: cached, in flight, or a lookup started now.
+    def join(self, key: Hashable, lookup: Callable[[], Awaitable[V]]) -> asyncio.Task[V]:
+        """The lookup of *key* already in flight, or one started now (after :meth:`hit` missed).
 
         The lookup runs as its own task, so a caller that stops waiting (its
         admission deadline passed) does not cancel it for the others or for the
         cache.
         """
-        value = self._entries.get(key)
-        if value is not None:
-            metrics.CACHE_HIT.inc()
-            done: asyncio.Future[V] = asyncio.get_running_loop().create_future()
-            done.set_result(value)
-            return done
         task = self._inflight.get(key)
         if task is not None:
             metrics.CACHE_COALESCED.inc()

@@ -45,14 +45,13 @@ class Resolver:
         for the retry.
         """
         results: dict[str, Resolution] = {}
-        waiting: dict[str, asyncio.Future[Resolution]] = {}
+        waiting: dict[str, asyncio.Task[Resolution]] = {}
         for image in images:
-            cached = self.cache.peek(image)
+            cached = self.cache.hit(image)
             if cached is not None:
-                metrics.CACHE_HIT.inc()
                 results[image] = cached
             else:
-                waiting[image] = self.cache.get(image, lambda image=image: self.lookup(image))
+                waiting[image] = self.cache.join(image, lambda image=image: self.lookup(image))
         if not waiting:
             return results
         remaining = deadline - asyncio.get_running_loop().time()
