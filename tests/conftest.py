@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +19,15 @@ def registry() -> Iterator[RegistryServer]:
     server = RegistryServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def silent_registry() -> Iterator[str]:
+    """HOST:PORT of a TCP peer that accepts and never answers: the slowest registry there is."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -19,6 +18,7 @@ from mutator.registry.client import RegistryClient, verify
 from mutator.resolver import Resolver
 from mutator.tls import self_signed
 from tests.support.images import Pusher, layer, passwd
+from tests.support.net import free_port
 from tests.support.registry import RegistryServer
 
 pytestmark = pytest.mark.registry
@@ -157,7 +157,7 @@ async def test_concurrent_requests_for_one_image_share_one_lookup(session, regis
 async def test_failures_are_not_cached(session, registry, pusher):
     resolver = make_resolver(session, registry)
     deadline = asyncio.get_running_loop().time() + 10
-    unreachable = f"127.0.0.1:{_closed_port()}/gone/app:1"
+    unreachable = f"127.0.0.1:{free_port()}/gone/app:1"
     first = (await resolver.resolve([unreachable], deadline=deadline))[unreachable]
     assert isinstance(first, ImageFailure) and first.temporary and "cannot reach" in first.message
     assert resolver.cache.peek(unreachable) is None
@@ -171,31 +171,22 @@ async def test_failures_are_not_cached(session, registry, pusher):
     assert resolver.cache.peek(image).uid == 1400
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-async def test_a_silent_registry_is_cut_off_at_the_deadline(session, registry):
+async def test_a_silent_registry_is_cut_off_at_the_deadline(session, silent_registry):
     """A peer that accepts the connection and never answers must not hold the admission."""
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(16)
-        host = f"127.0.0.1:{silent.getsockname()[1]}"
-        config = from_mapping({"registries": {host: {"plain_http": True}}, "lookup_timeout_seconds": 2})
-        resolver = Resolver(client=RegistryClient(session=session, registries=config.registry), config=config)
-        image = f"{host}/slow/app:1"
-        loop = asyncio.get_running_loop()
-        started = time.monotonic()
-        result = (await resolver.resolve([image], deadline=loop.time() + 0.3))[image]
-        waited = time.monotonic() - started
-        assert isinstance(result, ImageFailure) and result.temporary
-        assert result.message == "no answer from the registry before the admission deadline"
-        assert 0.3 <= waited < 1.0
-        # the shared lookup itself is bounded too, and ends as a temporary failure
-        late = await resolver.lookup(image)
-        assert isinstance(late, ImageFailure) and "took over 2 s" in late.message
+    host = silent_registry
+    config = from_mapping({"registries": {host: {"plain_http": True}}, "lookup_timeout_seconds": 2})
+    resolver = Resolver(client=RegistryClient(session=session, registries=config.registry), config=config)
+    image = f"{host}/slow/app:1"
+    loop = asyncio.get_running_loop()
+    started = time.monotonic()
+    result = (await resolver.resolve([image], deadline=loop.time() + 0.3))[image]
+    waited = time.monotonic() - started
+    assert isinstance(result, ImageFailure) and result.temporary
+    assert result.message == "no answer from the registry before the admission deadline"
+    assert 0.3 <= waited < 1.0
+    # the shared lookup itself is bounded too, and ends as a temporary failure
+    late = await resolver.lookup(image)
+    assert isinstance(late, ImageFailure) and "took over 2 s" in late.message
 
 
 async def test_registry_behind_tls_with_a_private_ca(session, tmp_path):

@@ -11,11 +11,9 @@ import contextlib
 import json
 import os
 import shutil
-import ssl
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,11 +127,7 @@ class Registered:
     configuration: dict[str, Any]
 
     def metric(self, name: str) -> float:
-        """Sum of a metric's samples whose line starts with *name* (labels included)."""
-        context = ssl.create_default_context(cafile=self.webhook.cert)
-        with urllib.request.urlopen(f"{self.webhook.url}/metrics", context=context, timeout=10) as reply:
-            text = reply.read().decode()
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+        return self.webhook.metric(name)
 
 
 def register(kube: KubeCluster, webhook: WebhookProcess, **options: Any) -> dict[str, Any]:

@@ -6,10 +6,12 @@ import os
 import queue
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
 import threading
+import urllib.request
 from pathlib import Path
 
 from mutator.tls import self_signed
@@ -63,6 +65,13 @@ class WebhookProcess:
             raise RuntimeError(f"webhook did not start: {line!r}\n{self.log.read_text()}")
         self.url = match.group(1)
         return self
+
+    def metric(self, name: str) -> float:
+        """Sum of the /metrics samples whose line starts with *name* (labels included)."""
+        context = ssl.create_default_context(cafile=self.cert)
+        with urllib.request.urlopen(f"{self.url}/metrics", context=context, timeout=10) as reply:
+            text = reply.read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
     @property
     def port(self) -> int:
