@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian machine to run the test-suite: the system packages the
-# tests run for real (a registry, etcd, the Go toolchain that builds the
-# kube-apiserver) and a virtualenv in .venv with the project and its test extras.
+# tests run for real (a registry, htpasswd, etcd, skopeo/umoci and containerd's
+# Go source for the runtime oracle, wrk for the benchmark, the Go toolchain that
+# builds the kube-apiserver), a virtualenv in .venv with the project and its
+# test extras, and Helm in .venv/bin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SUDO=
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
-packages=(docker-registry etcd-server golang-go make rsync dpkg-dev openssl python3-venv ca-certificates)
+packages=(docker-registry etcd-server golang-go make rsync dpkg-dev openssl python3-venv ca-certificates
+          apache2-utils skopeo umoci golang-github-containerd-containerd-dev wrk zstd unzip)
 command -v kubectl >/dev/null || packages+=(kubernetes-client)
 missing=()
 for package in "${packages[@]}"; do
@@ -25,3 +28,4 @@ $SUDO systemctl disable --now docker-registry etcd >/dev/null 2>&1 || true
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
+scripts/install-helm.sh .venv/bin

@@ -1,4 +1,4 @@
-"""The AdmissionReviews a real kube-apiserver (v1.20.2) sent, kept in ../shared beside the repo."""
+"""The AdmissionReviews a real kube-apiserver (v1.20.2) sent, kept in tests/fixtures/admission."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-ADMISSION = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "admission"
+ADMISSION = Path(__file__).resolve().parents[1] / "fixtures" / "admission"
 
 
 def review(name: str) -> dict[str, Any]:
     path = ADMISSION / f"{name}.json"
     if not path.is_file():
-        raise FileNotFoundError(f"fixture {path} is missing: shared/ must sit beside the checkout")
+        raise FileNotFoundError(f"fixture {path} is missing")
     return json.loads(path.read_text())
 
 
