@@ -42,7 +42,7 @@ class CoalescingCache(Generic[V]):
 
     def clear(self) -> None:
         self._entries.clear()
-        metrics.CACHE_ENTRIES.set(0)
+        metrics.CACHE_ENTRIES.labels("image").set(0)
 
     def join(self, key: Hashable, lookup: Callable[[], Awaitable[V]]) -> asyncio.Task[V]:
         """The lookup of *key* already in flight, or one started now (after :meth:`hit` missed).
@@ -68,4 +68,4 @@ class CoalescingCache(Generic[V]):
         value = task.result()
         if self._keep(value):
             self._entries[key] = value
-            metrics.CACHE_ENTRIES.set(len(self._entries))
+            metrics.CACHE_ENTRIES.labels("image").set(len(self._entries))

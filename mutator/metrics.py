@@ -1,8 +1,21 @@
-"""Prometheus metrics, defined once so that every module counts into the same series."""
+"""Prometheus metrics, defined once so that every module counts into the same series.
+
+Label values are bounded by construction: modes, outcomes, cache names, request
+kinds and status classes are closed sets. Image names, namespaces and registry
+hosts are never label values (a cluster's worth of them would blow up the
+series count of every scrape).
+"""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
+
+# Fine below 10 ms, where a warm admission lives; coarse up to the API server's 30 s ceiling.
+_FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1,
+                 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_REGISTRY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+BUILD_INFO = Gauge("nonroot_mutator_build_info", "Always 1; the version in a label.", ["version"])
 
 ADMISSIONS = Counter(
     "nonroot_mutator_admissions_total",
@@ -11,25 +24,38 @@ ADMISSIONS = Counter(
 )
 ADMISSION_SECONDS = Histogram(
     "nonroot_mutator_admission_duration_seconds",
-    "Time from receiving an AdmissionReview to answering it.",
-    ["mode"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    "Time from receiving an AdmissionReview to answering it, by mode and result.",
+    ["mode", "result"],
+    buckets=_FAST_BUCKETS,
 )
 CONTAINERS = Counter(
     "nonroot_mutator_containers_total",
     "Containers decided on, by outcome (patch, skip, root, unresolvable, unavailable).",
     ["mode", "outcome"],
 )
+DEADLINE_EXPIRED = Counter(
+    "nonroot_mutator_deadline_expired_total",
+    "Admissions answered with a temporary failure because a lookup outlived the deadline.",
+    ["mode"],
+)
+INFLIGHT_ADMISSIONS = Gauge("nonroot_mutator_inflight_admissions", "Admissions being answered now.")
+
 CACHE_LOOKUPS = Counter(
     "nonroot_mutator_cache_lookups_total",
-    "Image user lookups by cache result (hit, miss, coalesced).",
-    ["result"],
+    "Cache lookups by cache (tag, image, layer, access) and result (hit, miss, coalesced).",
+    ["cache", "result"],
+)
+CACHE_ENTRIES = Gauge(
+    "nonroot_mutator_cache_entries", "Entries held, by cache (tag, image, layer, access).", ["cache"]
+)
+INFLIGHT_LOOKUPS = Gauge(
+    "nonroot_mutator_inflight_lookups", "Lookups in flight, shared by every waiter, by cache.", ["cache"]
 )
 # Bound once: labels() costs a lock and a dict lookup on the warm path.
-CACHE_HIT = CACHE_LOOKUPS.labels("hit")
-CACHE_MISS = CACHE_LOOKUPS.labels("miss")
-CACHE_COALESCED = CACHE_LOOKUPS.labels("coalesced")
-CACHE_ENTRIES = Gauge("nonroot_mutator_cache_entries", "Image users held in the cache.")
+CACHE_HIT = CACHE_LOOKUPS.labels("image", "hit")
+CACHE_MISS = CACHE_LOOKUPS.labels("image", "miss")
+CACHE_COALESCED = CACHE_LOOKUPS.labels("image", "coalesced")
+
 REGISTRY_LOOKUPS = Counter(
     "nonroot_mutator_registry_lookups_total",
     "Image lookups against a registry, by result (resolved, failed, temporary_failure).",
@@ -38,9 +64,31 @@ REGISTRY_LOOKUPS = Counter(
 REGISTRY_SECONDS = Histogram(
     "nonroot_mutator_registry_lookup_duration_seconds",
     "Time of one image lookup against its registry (manifest, config and any layers).",
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    buckets=_REGISTRY_BUCKETS,
+)
+REGISTRY_REQUESTS = Counter(
+    "nonroot_mutator_registry_requests_total",
+    "HTTP requests to registries, by kind (ping, token, manifest, config, layer) and status class "
+    "(2xx, 3xx, 4xx, 5xx, error for no answer).",
+    ["kind", "status_class"],
+)
+REGISTRY_REQUEST_SECONDS = Histogram(
+    "nonroot_mutator_registry_request_duration_seconds",
+    "Time to the response headers of one registry request, by kind.",
+    ["kind"],
+    buckets=_REGISTRY_BUCKETS,
 )
 LAYER_BYTES = Counter(
     "nonroot_mutator_layer_bytes_total",
     "Compressed layer bytes streamed to find /etc/passwd and /etc/group.",
+)
+
+WARMUP_IMAGES = Gauge(
+    "nonroot_mutator_warmup_images",
+    "Warm-up progress: images found in stored Pods (total), resolved (done), failed.",
+    ["state"],
+)
+TLS_NOT_AFTER = Gauge(
+    "nonroot_mutator_tls_certificate_expiry_timestamp_seconds",
+    "Unix time at which the serving certificate in use expires.",
 )

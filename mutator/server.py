@@ -80,7 +80,7 @@ async def mutate(request: web.Request) -> web.Response:
 
     elapsed = time.perf_counter() - started
     metrics.ADMISSIONS.labels(mode, outcome.result).inc()
-    metrics.ADMISSION_SECONDS.labels(mode).observe(elapsed)
+    metrics.ADMISSION_SECONDS.labels(mode, outcome.result).observe(elapsed)
     if outcome.decision is not None:
         log.info(
             "%s %s/%s uid=%s mode=%s dryRun=%s result=%s containers=%s in %.1f ms",

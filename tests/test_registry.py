@@ -148,10 +148,10 @@ async def test_concurrent_requests_for_one_image_share_one_lookup(session, regis
     assert calls == 1
     assert {r[ref].uid for r in results} == {1000}
     # warm: answered from the cache, no lookup, no await on the registry
-    hits_before = metrics.CACHE_LOOKUPS.labels("hit")._value.get()
+    hits_before = metrics.CACHE_HIT._value.get()
     again = await resolver.resolve([ref], deadline=deadline)
     assert calls == 1 and again[ref] is results[0][ref]
-    assert metrics.CACHE_LOOKUPS.labels("hit")._value.get() == hits_before + 1
+    assert metrics.CACHE_HIT._value.get() == hits_before + 1
 
 
 async def test_failures_are_not_cached(session, registry, pusher):

@@ -206,7 +206,7 @@ def test_metrics_count_admissions_and_cache(http, webhook, images):
     document = with_images(review("pod-create-kubectl-run"),
                            {"docker.io/library/memcached:1.6": images["name-gid"]})
 
-    hit = 'nonroot_mutator_cache_lookups_total{result="hit"}'
+    hit = 'nonroot_mutator_cache_lookups_total{cache="image",result="hit"}'
     patched = 'nonroot_mutator_admissions_total{mode="enforce",result="patched"}'
     answer(http, webhook, "enforce", document)
     before = {name: webhook.metric(name) for name in (hit, patched)}
