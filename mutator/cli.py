@@ -41,6 +41,13 @@ def _listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def _platform(text: str) -> Platform:
+    try:
+        return Platform.parse(text)
+    except ConfigError as exc:  # argparse reports only its own error types as usage errors
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mutator", description="Makes named-USER images run under runAsNonRoot."
@@ -66,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
 
     resolve = commands.add_parser("resolve", help="print the uid/gid each image runs as")
     resolve.add_argument("--config", help="YAML config file (default: $MUTATOR_CONFIG)")
-    resolve.add_argument("--platform", type=Platform.parse, help="OS/ARCH[/VARIANT]")
+    resolve.add_argument("--platform", type=_platform, help="OS/ARCH[/VARIANT], e.g. linux/arm64/v8")
     resolve.add_argument("images", nargs="+", metavar="IMAGE")
     return parser
 

@@ -41,6 +41,13 @@ class RegistryConfig:
 
     plain_http: bool = False
     ca_file: str | None = None
+    # Client certificate for registries that demand mutual TLS (both or neither).
+    cert_file: str | None = None
+    key_file: str | None = None
+    # Trust any certificate: for a lab registry only, and loudly warned about.
+    insecure_skip_verify: bool = False
+    # Hosts tried in order before this registry, as containerd's hosts.toml mirrors are.
+    mirrors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +81,31 @@ def load(path: str | None = None) -> Config:
     return from_mapping(data, source=path)
 
 
+_REGISTRY_KEYS = ("plain_http", "ca_file", "cert_file", "key_file", "insecure_skip_verify", "mirrors")
+
+
+def _registry(settings: Any, *, where: str) -> RegistryConfig:
+    if not isinstance(settings, dict) or set(settings) - set(_REGISTRY_KEYS):
+        raise ConfigError(f"{where} takes {', '.join(_REGISTRY_KEYS)} only")
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = settings.get(key)
+        if path is not None and not os.path.isfile(path):
+            raise ConfigError(f"{where}.{key} {path} does not exist")
+    if (settings.get("cert_file") is None) != (settings.get("key_file") is None):
+        raise ConfigError(f"{where}: cert_file and key_file go together")
+    mirrors = settings.get("mirrors") or []
+    if not isinstance(mirrors, list) or not all(isinstance(m, str) and m and "/" not in m for m in mirrors):
+        raise ConfigError(f"{where}.mirrors must be a list of HOST[:PORT]")
+    return RegistryConfig(
+        plain_http=bool(settings.get("plain_http", False)),
+        ca_file=settings.get("ca_file"),
+        cert_file=settings.get("cert_file"),
+        key_file=settings.get("key_file"),
+        insecure_skip_verify=bool(settings.get("insecure_skip_verify", False)),
+        mirrors=tuple(mirrors),
+    )
+
+
 def from_mapping(data: Any, *, source: str = "config") -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
@@ -84,15 +116,10 @@ def from_mapping(data: Any, *, source: str = "config") -> Config:
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"{source}: unknown keys {sorted(unknown)}")
-    registries: dict[str, RegistryConfig] = {}
-    for host, settings in (data.get("registries") or {}).items():
-        settings = settings or {}
-        if not isinstance(settings, dict) or set(settings) - {"plain_http", "ca_file"}:
-            raise ConfigError(f"{source}: registries.{host} takes plain_http and ca_file only")
-        ca_file = settings.get("ca_file")
-        if ca_file is not None and not os.path.isfile(ca_file):
-            raise ConfigError(f"{source}: registries.{host}.ca_file {ca_file} does not exist")
-        registries[str(host)] = RegistryConfig(bool(settings.get("plain_http", False)), ca_file)
+    registries = {
+        str(host): _registry(settings or {}, where=f"{source}: registries.{host}")
+        for host, settings in (data.get("registries") or {}).items()
+    }
     defaults = Config()
     try:
         return Config(

@@ -16,7 +16,7 @@ from mutator.cache import CoalescingCache
 from mutator.config import Config, Platform
 from mutator.errors import ImageError, InvalidReference, UserNotFound
 from mutator.images import ImageFailure, ImageUser, Resolution
-from mutator.registry import reference, rootfs
+from mutator.registry import reference, rootfs, transport
 from mutator.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,9 @@ class Resolver:
             if cached is not None:
                 results[image] = cached
             else:
-                waiting[image] = self.cache.join(image, lambda image=image: self.lookup(image))
+                waiting[image] = self.cache.join(
+                    image, lambda image=image: self.lookup(image, deadline=deadline)
+                )
         if not waiting:
             return results
         remaining = deadline - asyncio.get_running_loop().time()
@@ -67,9 +69,18 @@ class Resolver:
                 )
         return results
 
-    async def lookup(self, image: str, *, platform: Platform | None = None) -> Resolution:
-        """One uncached lookup against the registry, bounded by ``lookup_timeout_seconds``."""
+    async def lookup(self, image: str, *, platform: Platform | None = None,
+                     deadline: float | None = None) -> Resolution:
+        """One uncached lookup against the registry, bounded by ``lookup_timeout_seconds``.
+
+        *deadline* (``loop.time()`` based) is when the admission that started it
+        stops waiting: the transport does not sleep for a ``Retry-After`` past it,
+        because an answer nobody waits for is wasted and a clear "temporary"
+        reason now is worth more. The lookup itself may still run up to its own bound.
+        """
         started = time.perf_counter()
+        bound = asyncio.get_running_loop().time() + self._lookup_timeout
+        token = transport.DEADLINE.set(bound if deadline is None else min(bound, deadline))
         try:
             async with asyncio.timeout(self._lookup_timeout):
                 result: Resolution = await self._lookup(image, platform or self._platform)
@@ -84,6 +95,8 @@ class Resolver:
         except Exception as exc:  # a hostile registry must never crash an admission
             log.exception("unexpected error resolving %s", image)
             result = ImageFailure(image, f"unexpected error: {exc!r}", temporary=True)
+        finally:
+            transport.DEADLINE.reset(token)
         metrics.REGISTRY_SECONDS.observe(time.perf_counter() - started)
         outcome = ("resolved" if isinstance(result, ImageUser)
                    else "temporary_failure" if result.temporary else "failed")

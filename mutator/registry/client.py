@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import ssl
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,8 +26,12 @@ from mutator.errors import (
     RegistryUnavailable,
     UnsupportedImage,
 )
+from mutator.registry import platforms
 from mutator.registry.auth import Anonymous, Authenticator
-from mutator.registry.reference import DOCKER_HUB, Reference, validate_digest
+from mutator.registry.reference import Reference, validate_digest
+from mutator.registry.transport import Endpoint, Transport
+
+log = logging.getLogger(__name__)
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -88,11 +92,6 @@ def verify(digest: str, data: bytes) -> None:
         raise DigestMismatch(f"content does not match its digest {digest}")
 
 
-def endpoint(registry: str, settings: RegistryConfig) -> str:
-    host = "registry-1.docker.io" if registry == DOCKER_HUB else registry
-    return f"{'http' if settings.plain_http else 'https'}://{host}"
-
-
 class RegistryClient:
     """Reads images from registries. Owns no session: the caller's lifetime rules."""
 
@@ -103,57 +102,60 @@ class RegistryClient:
         registries: Callable[[str], RegistryConfig],
         auth: Authenticator | None = None,
     ) -> None:
-        self._session = session
-        self._registries = registries
+        self._transport = Transport(session=session, registries=registries)
         self._auth = auth or Anonymous()
-        self._ssl: dict[str, ssl.SSLContext | bool] = {}
 
-    def _tls(self, registry: str, settings: RegistryConfig) -> ssl.SSLContext | bool:
-        if settings.plain_http:
-            return False
-        if settings.ca_file is None:
-            return True
-        context = self._ssl.get(registry)
-        if context is None:
-            context = self._ssl[registry] = ssl.create_default_context(cafile=settings.ca_file)
-        return context
-
-    @asynccontextmanager
-    async def _get(self, ref: Reference, path: str, *, accept: str | None = None
-                   ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """GET ``/v2/<name>/<path>``; yields a 200 response, raises a typed error otherwise."""
-        settings = self._registries(ref.registry)
-        url = f"{endpoint(ref.registry, settings)}/v2/{ref.repository}/{path}"
+    async def _authorized(self, endpoint: Endpoint, ref: Reference, path: str, *, method: str,
+                          kind: str, accept: str | None) -> aiohttp.ClientResponse:
+        """The auth step: send with the credentials for *endpoint*, once more after a challenge."""
+        url_path = f"/v2/{ref.repository}/{path}"
         for attempt in range(2):  # a second try only after a challenge was answered
-            headers = await self._auth.headers(registry=ref.registry, repository=ref.repository)
+            headers = await self._auth.headers(registry=endpoint.host, repository=ref.repository)
             if accept:
                 headers["Accept"] = accept
+            response = await self._transport.send(method, endpoint, url_path, headers=headers, kind=kind)
+            if response.status == 401 and attempt == 0:
+                challenge = response.headers.get("WWW-Authenticate", "")
+                if await self._auth.challenged(
+                    registry=endpoint.host, repository=ref.repository, challenge=challenge
+                ):
+                    response.close()
+                    continue
+            return response
+        raise RegistryError(f"{endpoint.host} kept refusing our credentials", status=401)
+
+    @asynccontextmanager
+    async def _get(self, ref: Reference, path: str, *, kind: str, accept: str | None = None,
+                   method: str = "GET") -> AsyncIterator[aiohttp.ClientResponse]:
+        """``/v2/<name>/<path>`` from the first endpoint that has it; yields a 200 response.
+
+        Mirrors come first; one that fails in any way (unreachable, an error
+        status, a 404 because it lacks the image) falls through to the next, and
+        the registry itself decides, as containerd does.
+        """
+        endpoints = self._transport.endpoints(ref.registry)
+        passed: list[str] = []
+        for endpoint in endpoints:
             try:
-                response = await self._session.get(
-                    url, headers=headers, ssl=self._tls(ref.registry, settings)
-                )
-            except aiohttp.ClientSSLError as exc:
-                # A configuration problem, not a passing one: retrying will not help.
-                raise RegistryError(
-                    f"TLS with {ref.registry} failed: {exc}; set registries.{ref.registry}.ca_file "
-                    "for a private CA, or plain_http if it serves plain HTTP"
-                ) from None
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
-                raise RegistryUnavailable(f"cannot reach {ref.registry}: {exc}") from None
-            try:
-                if response.status == 401 and attempt == 0:
-                    challenge = response.headers.get("WWW-Authenticate", "")
-                    if await self._auth.challenged(
-                        registry=ref.registry, repository=ref.repository, challenge=challenge
-                    ):
-                        continue
-                if response.status != 200:
-                    raise _status_error(ref, path, response.status)
-                yield response
-                return
-            finally:
-                response.close()
-        raise RegistryError(f"{ref.registry} kept refusing our credentials", status=401)
+                response = await self._authorized(endpoint, ref, path, method=method, kind=kind,
+                                                  accept=accept)
+            except RegistryError as exc:
+                if not endpoint.is_mirror:
+                    raise
+                passed.append(f"{endpoint.host}: {exc}")
+                continue
+            if response.status == 200:
+                break
+            response.close()
+            if not endpoint.is_mirror:
+                raise _status_error(ref, path, response.status)
+            passed.append(f"{endpoint.host}: HTTP {response.status}")
+        if passed:
+            log.info("%s: mirrors passed over for %s: %s", ref, path, "; ".join(passed))
+        try:
+            yield response
+        finally:
+            response.close()
 
     async def _read(self, response: aiohttp.ClientResponse, *, limit: int, what: str) -> bytes:
         length = response.content_length
@@ -171,7 +173,8 @@ class RegistryClient:
 
     async def manifest(self, ref: Reference, identifier: str) -> tuple[str, str, dict[str, Any]]:
         """Fetch a manifest or index: (media type, verified digest, document)."""
-        async with self._get(ref, f"manifests/{identifier}", accept=MANIFEST_ACCEPT) as response:
+        async with self._get(ref, f"manifests/{identifier}", kind="manifest",
+                             accept=MANIFEST_ACCEPT) as response:
             raw = await self._read(response, limit=MAX_MANIFEST_BYTES, what=f"manifest of {ref}")
             header_type = response.headers.get("Content-Type", "").split(";")[0].strip()
             header_digest = response.headers.get("Docker-Content-Digest")
@@ -190,17 +193,47 @@ class RegistryClient:
             media_type = OCI_INDEX if "manifests" in document else OCI_MANIFEST
         return media_type, digest, document
 
+    async def resolve_tag(self, ref: Reference) -> str | None:
+        """The digest *ref*'s tag points at now, from a manifest ``HEAD``; None if not told.
+
+        A HEAD is not a pull: Docker Hub counts manifest GETs, not HEADs, against
+        its rate limit, so a tag is resolved this way and the manifest then
+        fetched by digest (which a cache may already hold). A registry that
+        answers without ``Docker-Content-Digest``, or does not allow HEAD, gets
+        None and the caller GETs the tag instead.
+        """
+        if ref.digest:
+            return ref.digest
+        try:
+            async with self._get(ref, f"manifests/{ref.identifier}", kind="manifest",
+                                 accept=MANIFEST_ACCEPT, method="HEAD") as response:
+                digest = response.headers.get("Docker-Content-Digest", "")
+        except RegistryError as exc:
+            if exc.temporary or exc.status in (401, 403, 404):
+                raise
+            return None  # e.g. 405: this registry only answers GET
+        try:
+            return validate_digest(digest.strip())
+        except InvalidReference:
+            return None
+
     async def image(self, ref: Reference, platform: Platform) -> Image:
-        """Resolve *ref* to one platform's config and layers, following an index if needed."""
-        media_type, digest, document = await self.manifest(ref, ref.identifier)
+        """Resolve *ref* to one platform's config and layers, following indexes if needed."""
+        identifier = await self.resolve_tag(ref) or ref.identifier
+        media_type, digest, document = await self.manifest(ref, identifier)
         top_digest = digest
-        for _ in range(MAX_INDEX_DEPTH):
+        seen = {digest}
+        wanted = platforms.preference(platform)
+        for depth in range(MAX_INDEX_DEPTH + 1):
             if media_type not in INDEX_TYPES:
                 break
-            chosen = _choose(document, platform, ref)
+            if depth == MAX_INDEX_DEPTH:
+                raise RegistryError(f"{ref}: indexes nest deeper than {MAX_INDEX_DEPTH}")
+            chosen = _choose(document, platform, wanted, ref)
+            if chosen.digest in seen:
+                raise RegistryError(f"{ref}: index {digest} leads back to {chosen.digest}, a loop")
+            seen.add(chosen.digest)
             media_type, digest, document = await self.manifest(ref, chosen.digest)
-        if media_type not in MANIFEST_TYPES:
-            raise RegistryError(f"{ref}: indexes nest deeper than {MAX_INDEX_DEPTH}")
         config_desc = Descriptor.from_json(document.get("config"), what=f"config of {ref}")
         layers_json = document.get("layers")
         if not isinstance(layers_json, list):
@@ -214,7 +247,7 @@ class RegistryClient:
     async def config(self, ref: Reference, descriptor: Descriptor) -> dict[str, Any]:
         if descriptor.size > MAX_CONFIG_BYTES:
             raise RegistryError(f"config of {ref} is {descriptor.size} bytes, over the limit")
-        async with self._get(ref, f"blobs/{descriptor.digest}") as response:
+        async with self._get(ref, f"blobs/{descriptor.digest}", kind="config") as response:
             raw = await self._read(response, limit=descriptor.size, what=f"config of {ref}")
         verify(descriptor.digest, raw)
         return _json_object(raw, what=f"config of {ref}")
@@ -222,7 +255,7 @@ class RegistryClient:
     @asynccontextmanager
     async def blob(self, ref: Reference, descriptor: Descriptor) -> AsyncIterator[BlobStream]:
         """Open a blob for streaming; its digest is checked if it is read to the end."""
-        async with self._get(ref, f"blobs/{descriptor.digest}") as response:
+        async with self._get(ref, f"blobs/{descriptor.digest}", kind="layer") as response:
             yield BlobStream(response, descriptor)
 
 
@@ -275,28 +308,25 @@ def _json_object(raw: bytes, *, what: str) -> dict[str, Any]:
     return document
 
 
-def _choose(index: Mapping[str, Any], platform: Platform, ref: Reference) -> Descriptor:
+def _choose(index: Mapping[str, Any], platform: Platform, wanted: list[tuple[str, str, str]],
+            ref: Reference) -> Descriptor:
+    """The entry the node would run (see :mod:`mutator.registry.platforms` for the rules)."""
     entries = index.get("manifests")
     if not isinstance(entries, list):
         raise RegistryError(f"index of {ref} has no manifest list")
-    candidates = []
+    best: tuple[int, Descriptor] | None = None
     for i, entry in enumerate(entries):
         desc = Descriptor.from_json(entry, what=f"index entry {i} of {ref}")
-        p = desc.platform or {}
-        if p.get("os") != platform.os or p.get("architecture") != platform.architecture:
-            continue
-        if platform.variant and p.get("variant") not in (None, platform.variant):
-            continue
-        candidates.append(desc)
-    if not candidates:
+        position = platforms.rank(desc.platform, wanted)
+        if position is not None and (best is None or position < best[0]):
+            best = (position, desc)
+    if best is None:
         available = sorted(
             "/".join(str(v) for v in (d.get("platform") or {}).values() if isinstance(v, str))
             for d in entries if isinstance(d, dict)
         )
         raise RegistryError(f"{ref} has no {platform} image (it has {', '.join(available) or 'none'})")
-    # an exact variant match beats an entry that leaves the variant open
-    candidates.sort(key=lambda d: (d.platform or {}).get("variant") != platform.variant)
-    return candidates[0]
+    return best[1]
 
 
 def _status_error(ref: Reference, path: str, status: int) -> RegistryError:
