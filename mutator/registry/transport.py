@@ -186,11 +186,11 @@ class Transport:
                     params: Mapping[str, str] | None, headers: Mapping[str, str], kind: str
                     ) -> aiohttp.ClientResponse:
         host = endpoint.host
+        tls = self.tls(host)
         with measured(kind) as measure:
             try:
                 response = await self._session.request(
-                    method, url, params=params, headers=dict(headers), ssl=self.tls(host),
-                    max_redirects=MAX_REDIRECTS,
+                    method, url, params=params, headers=dict(headers), ssl=tls, max_redirects=MAX_REDIRECTS,
                 )
             except aiohttp.ClientConnectorCertificateError as exc:
                 # A configuration problem, not a passing one: retrying will not help.
@@ -200,6 +200,16 @@ class Transport:
                 ) from None
             except aiohttp.ClientSSLError as exc:
                 raise RegistryUnavailable(f"TLS handshake with {host} failed: {_reason(exc)}") from None
+            except aiohttp.ClientConnectorError as exc:
+                error = exc.os_error
+                if isinstance(error, ConnectionRefusedError):
+                    raise RegistryUnavailable(f"cannot reach {host}: connection refused") from None
+                if tls is not False and isinstance(error, (ConnectionResetError, ssl.SSLError)):
+                    raise RegistryUnavailable(
+                        f"TLS handshake with {host} failed: {str(error) or 'the connection was closed'}"
+                    ) from None
+                reason = error.strerror or _reason(error)
+                raise RegistryUnavailable(f"cannot reach {host}: {reason}") from None
             except aiohttp.TooManyRedirects:
                 raise RegistryUnavailable(
                     f"{host} redirected the {kind} request more than {MAX_REDIRECTS} times"

@@ -1,0 +1,202 @@
+"""Registry faults, produced by a proxy the tests own in front of the real loopback registry.
+
+For each fault: the lookup answers "temporary" with a reason that names it,
+within its deadline; nothing of it is cached; and once the registry recovers
+the very next lookup succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import pytest
+
+from mutator import metrics
+from mutator.config import from_mapping
+from mutator.images import ImageFailure, ImageUser
+from mutator.registry.client import RegistryClient
+from mutator.resolver import Resolver
+from mutator.tls import self_signed
+from tests.support.faultproxy import Fault, FaultProxy
+from tests.support.images import layer, passwd
+
+pytestmark = pytest.mark.registry
+
+UID = 4321
+
+
+@pytest.fixture(scope="module")
+def pushed(pusher) -> str:
+    """REPO:TAG of an image with a named user, in the session registry."""
+    ref = pusher.image("faults/app", "v1", user="app",
+                       layers=[layer({"etc/passwd": passwd(("app", UID, UID))})]).reference
+    return ref.split("/", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def proxy(registry) -> Iterator[FaultProxy]:
+    server = FaultProxy(registry.url).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def clean(proxy: FaultProxy) -> Iterator[FaultProxy]:
+    proxy.reset()
+    yield proxy
+    proxy.reset()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client_session:
+        yield client_session
+
+
+def resolver_for(session: aiohttp.ClientSession, *hosts: str, tls_ca: str | None = None,
+                 lookup_timeout: float = 5, auth=None) -> Resolver:
+    settings = {"ca_file": tls_ca} if tls_ca else {"plain_http": True}
+    config = from_mapping({"registries": {h: settings for h in hosts},
+                           "lookup_timeout_seconds": lookup_timeout})
+    return Resolver(client=RegistryClient(session=session, registries=config.registry, auth=auth),
+                    config=config)
+
+
+async def resolve_within(resolver: Resolver, image: str, seconds: float) -> tuple[object, float]:
+    loop = asyncio.get_running_loop()
+    started = time.monotonic()
+    result = (await resolver.resolve([image], deadline=loop.time() + seconds))[image]
+    return result, time.monotonic() - started
+
+
+async def assert_recovers(resolver: Resolver, proxy: FaultProxy, image: str) -> None:
+    """Nothing of the fault was cached, and the first lookup after recovery succeeds."""
+    assert resolver.cache.peek(image) is None
+    proxy.set_fault(None)
+    proxy.accept()
+    result, _ = await resolve_within(resolver, image, 10)
+    assert isinstance(result, ImageUser) and result.uid == UID, result
+
+
+FAULTS = [
+    pytest.param(Fault("status", status=500), "answered HTTP 500 for the manifest", id="500"),
+    pytest.param(Fault("status", status=502), "answered HTTP 502 for the manifest", id="502"),
+    pytest.param(Fault("status", status=503), "answered HTTP 503 to the manifest request 4 times",
+                 id="503-no-retry-after"),
+    pytest.param(Fault("status", status=429, retry_after="30"),
+                 "answered HTTP 429 to the manifest request (asked to retry after 30.0 s)", id="429-30s"),
+    pytest.param(Fault("status", status=503, retry_after="Wed, 21 Oct 2099 07:28:00 GMT"),
+                 "answered HTTP 503 to the manifest request (asked to retry after", id="503-http-date"),
+    pytest.param(Fault("reset", match="/blobs/"), "was cut off", id="reset-mid-body"),
+    pytest.param(Fault("redirect_loop"), "redirected the manifest request more than 5 times",
+                 id="redirect-loop"),
+]
+
+
+@pytest.mark.parametrize(("fault", "reason"), FAULTS)
+async def test_each_fault_is_a_temporary_failure_with_its_reason(session, clean, pushed, fault, reason):
+    image = f"{clean.host}/{pushed}"
+    resolver = resolver_for(session, clean.host)
+    clean.set_fault(fault)
+    result, waited = await resolve_within(resolver, image, 3)
+    assert isinstance(result, ImageFailure) and result.temporary, result
+    assert reason in result.message
+    assert waited < 3
+    await assert_recovers(resolver, clean, image)
+
+
+async def test_refused_connection(session, clean, pushed):
+    image = f"{clean.host}/{pushed}"
+    resolver = resolver_for(session, clean.host)
+    clean.refuse()
+    result, waited = await resolve_within(resolver, image, 2)
+    assert isinstance(result, ImageFailure) and result.temporary
+    assert f"cannot reach {clean.host}" in result.message and waited < 1
+    await assert_recovers(resolver, clean, image)
+
+
+@pytest.mark.parametrize("kind", ["hang", "trickle"])
+async def test_a_hanging_or_trickling_registry_is_cut_off_at_the_deadline(session, clean, pushed, kind):
+    image = f"{clean.host}/{pushed}"
+    resolver = resolver_for(session, clean.host, lookup_timeout=3)
+    clean.set_fault(Fault(kind, match="/manifests/"))
+    result, waited = await resolve_within(resolver, image, 2)
+    assert isinstance(result, ImageFailure) and result.temporary
+    assert result.message == "no answer from the registry before the admission deadline"
+    assert 2 <= waited < 2.3, waited
+    # the lookup goes on without the admission, bounded by its own timeout, and is not cached
+    late = await resolver.lookup(image)
+    assert isinstance(late, ImageFailure) and late.temporary and "took over 3 s" in late.message
+    await assert_recovers(resolver, clean, image)
+
+
+async def test_retry_after_within_the_deadline_is_waited_for(session, clean, pushed):
+    image = f"{clean.host}/{pushed}"
+    resolver = resolver_for(session, clean.host)
+    before = metrics.REGISTRY_REQUESTS.labels("manifest", "4xx")._value.get()
+    clean.set_fault(Fault("status", status=429, retry_after="1", times=1, match="/manifests/"))
+    result, waited = await resolve_within(resolver, image, 5)
+    assert isinstance(result, ImageUser) and result.uid == UID
+    assert 1 <= waited < 3
+    assert metrics.REGISTRY_REQUESTS.labels("manifest", "4xx")._value.get() == before + 1
+
+
+async def test_503_without_retry_after_backs_off_briefly_then_recovers(session, clean, pushed):
+    image = f"{clean.host}/{pushed}"
+    resolver = resolver_for(session, clean.host)
+    clean.set_fault(Fault("status", status=503, times=2, match="/manifests/"))
+    result, waited = await resolve_within(resolver, image, 5)
+    assert isinstance(result, ImageUser) and result.uid == UID
+    assert waited < 1  # 0.1 + 0.2 s of backoff, not seconds
+    assert len(clean.seen(lambda s: "/manifests/" in s.path)) >= 3
+
+
+async def test_a_wait_longer_than_the_deadline_fails_now_not_at_the_deadline(session, clean, pushed):
+    image = f"{clean.host}/{pushed}"
+    resolver = resolver_for(session, clean.host)
+    clean.set_fault(Fault("status", status=503, retry_after="5"))
+    result, waited = await resolve_within(resolver, image, 2)
+    assert isinstance(result, ImageFailure) and result.temporary
+    assert "HTTP 503" in result.message and "asked to retry after 5.0 s" in result.message
+    assert waited < 0.5  # the reason is known at once; no point waiting for the deadline
+    await assert_recovers(resolver, clean, image)
+
+
+class _Bearer:
+    """Sends a fixed credential: enough to see where an Authorization header travels."""
+
+    async def headers(self, *, registry: str, repository: str) -> dict[str, str]:
+        return {"Authorization": "Bearer not-for-other-hosts"}
+
+    async def challenged(self, *, registry: str, repository: str, challenge: str) -> bool:
+        return False
+
+
+async def test_redirect_to_another_loopback_host_is_followed_without_credentials(session, clean, pushed):
+    image = f"{clean.host}/{pushed}"
+    resolver = resolver_for(session, clean.host, auth=_Bearer())
+    clean.set_fault(Fault("redirect", match="/blobs/"))
+    result, _ = await resolve_within(resolver, image, 5)
+    assert isinstance(result, ImageUser) and result.uid == UID
+    redirected = clean.seen(lambda s: s.origin == "other")
+    assert redirected and all("/blobs/" in s.path for s in redirected)
+    assert all("Authorization" not in s.headers for s in redirected)
+    assert all("Authorization" in s.headers for s in clean.seen(lambda s: s.origin == "main"))
+
+
+async def test_a_cut_tls_handshake_is_temporary(session, registry, pushed, tmp_path):
+    cert, key = self_signed(str(tmp_path), ("127.0.0.1",))
+    proxy = FaultProxy(registry.url, tls=(cert, key)).start()
+    try:
+        image = f"{proxy.host}/{pushed}"
+        resolver = resolver_for(session, proxy.host, tls_ca=cert)
+        proxy.set_fault(Fault("tls_eof"))
+        result, waited = await resolve_within(resolver, image, 3)
+        assert isinstance(result, ImageFailure) and result.temporary, result
+        assert f"TLS handshake with {proxy.host} failed" in result.message and waited < 1
+        await assert_recovers(resolver, proxy, image)
+    finally:
+        proxy.stop()
