@@ -44,11 +44,12 @@ class Fault:
     retry_after: str | None = None
     times: int | None = None
     match: str = ""  # a substring of the request path ("/manifests/", "/blobs/"); "" is every request
+    method: str = ""  # only requests of this method ("HEAD"); "" is every method
     used: int = 0
 
-    def take(self, path: str | None) -> bool:
-        """True when this request (None: a new connection) gets the fault, and counts it."""
-        if self.match and path is not None and self.match not in path:
+    def take(self, path: str | None, method: str = "") -> bool:
+        """True when this request (path None: a new connection) gets the fault, and counts it."""
+        if path is not None and (self.match not in path or self.method not in ("", method)):
             return False
         if self.times is not None and self.used >= self.times:
             return False
@@ -122,14 +123,14 @@ class FaultProxy:
     def _call(self, coroutine) -> object:  # type: ignore[no-untyped-def]
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)
 
-    def _fault(self, path: str | None, kinds: set[str] | None = None) -> Fault | None:
+    def _fault(self, path: str | None, kinds: set[str] | None = None, method: str = "") -> Fault | None:
         with self._lock:
             fault = self._state.fault
             if fault is None or (kinds is not None and fault.kind not in kinds):
                 return None
             if kinds is None and fault.kind in CONNECTION_FAULTS:
                 return None
-            return fault if fault.take(path) else None
+            return fault if fault.take(path, method) else None
 
     # -- inside the proxy's loop ----------------------------------------------------------------
 
@@ -186,7 +187,7 @@ class FaultProxy:
         with self._lock:
             self._state.seen.append(Seen(request.method, request.path, request.query_string,
                                          dict(request.headers), origin))
-        fault = self._fault(request.path) if origin == "main" else None
+        fault = self._fault(request.path, method=request.method) if origin == "main" else None
         scheme = "https" if self._tls else "http"
         if fault is not None and fault.kind == "status":
             headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}

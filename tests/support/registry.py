@@ -17,12 +17,17 @@ from tests.support.net import free_port, wait_for
 class RegistryServer:
     """One registry process with a throwaway filesystem store; plain HTTP unless TLS files are given."""
 
-    def __init__(self, *, tls_cert: str | None = None, tls_key: str | None = None) -> None:
+    def __init__(self, *, tls_cert: str | None = None, tls_key: str | None = None,
+                 client_cert: tuple[str, str] | None = None, proxy_remote: str | None = None) -> None:
+        """*client_cert* (a self-signed cert and its key) is the only client certificate let in:
+        mutual TLS. *proxy_remote* makes this a pull-through cache of the registry at that URL."""
         binary = shutil.which("docker-registry")
         if binary is None:
             raise RuntimeError("docker-registry is not installed (apt-get install docker-registry)")
         self._binary = binary
         self._tls = (tls_cert, tls_key) if tls_cert and tls_key else None
+        self._client_cert = client_cert
+        self._proxy_remote = proxy_remote
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self._dir = Path(tempfile.mkdtemp(prefix="registry-"))
@@ -35,7 +40,10 @@ class RegistryServer:
     def start(self) -> RegistryServer:
         http: dict[str, object] = {"addr": self.host, "secret": "test-only-secret"}
         if self._tls:
-            http["tls"] = {"certificate": self._tls[0], "key": self._tls[1]}
+            tls: dict[str, object] = {"certificate": self._tls[0], "key": self._tls[1]}
+            if self._client_cert:
+                tls["clientcas"] = [self._client_cert[0]]
+            http["tls"] = tls
         config = {
             "version": 0.1,
             "log": {"level": "error", "accesslog": {"disabled": True}},
@@ -43,6 +51,8 @@ class RegistryServer:
                         "delete": {"enabled": True}},
             "http": http,
         }
+        if self._proxy_remote:
+            config["proxy"] = {"remoteurl": self._proxy_remote}
         config_path = self._dir / "config.yml"
         config_path.write_text(yaml.safe_dump(config))
         self._log = open(self._dir / "registry.log", "wb")  # noqa: SIM115 - lives as long as the process
@@ -55,6 +65,8 @@ class RegistryServer:
             import ssl
 
             context = ssl.create_default_context(cafile=self._tls[0])
+            if self._client_cert:
+                context.load_cert_chain(*self._client_cert)
 
         def up() -> bool | None:
             if self._process is not None and self._process.poll() is not None:
