@@ -8,11 +8,15 @@ the very next lookup succeeds.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
+import urllib3
 
 from mutator import metrics
 from mutator.config import from_mapping
@@ -21,7 +25,10 @@ from mutator.registry.client import RegistryClient
 from mutator.resolver import Resolver
 from mutator.tls import self_signed
 from tests.support.faultproxy import Fault, FaultProxy
+from tests.support.fixtures import review, with_images
 from tests.support.images import layer, passwd
+from tests.support.net import wait_for
+from tests.support.webhook import WebhookProcess
 
 pytestmark = pytest.mark.registry
 
@@ -34,6 +41,15 @@ def pushed(pusher) -> str:
     ref = pusher.image("faults/app", "v1", user="app",
                        layers=[layer({"etc/passwd": passwd(("app", UID, UID))})]).reference
     return ref.split("/", 1)[1]
+
+
+@pytest.fixture
+def fresh(pusher, request) -> str:
+    """REPO:TAG of an image no cache has seen: one per test, for the long-lived webhook."""
+    tag = "".join(c if c.isalnum() else "-" for c in request.node.name)[-100:].strip("-")
+    pushed = pusher.image("faults/fresh", tag, user="app",
+                          layers=[layer({"etc/passwd": passwd(("app", UID, UID))})]).reference
+    return pushed.split("/", 1)[1]
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +91,7 @@ async def resolve_within(resolver: Resolver, image: str, seconds: float) -> tupl
 async def assert_recovers(resolver: Resolver, proxy: FaultProxy, image: str) -> None:
     """Nothing of the fault was cached, and the first lookup after recovery succeeds."""
     assert resolver.cache.peek(image) is None
-    proxy.set_fault(None)
-    proxy.accept()
+    proxy.recover()
     result, _ = await resolve_within(resolver, image, 10)
     assert isinstance(result, ImageUser) and result.uid == UID, result
 
@@ -200,3 +215,60 @@ async def test_a_cut_tls_handshake_is_temporary(session, registry, pushed, tmp_p
         await assert_recovers(resolver, proxy, image)
     finally:
         proxy.stop()
+
+
+# -- the same faults as the API server meets them: over HTTPS, through `mutator serve` ---------
+
+
+@pytest.fixture(scope="module")
+def webhook(proxy, tmp_path_factory) -> Iterator[WebhookProcess]:
+    config = tmp_path_factory.mktemp("faults-webhook") / "config.yaml"
+    config.write_text(f'registries:\n  "{proxy.host}": {{plain_http: true}}\nlookup_timeout_seconds: 5\n')
+    process = WebhookProcess(config=str(config)).start()
+    yield process
+    assert process.stop() == 0
+
+
+def admit(webhook: WebhookProcess, mode: str, image: str, uid: str) -> tuple[dict, float]:
+    document = with_images(review("pod-create-kubectl-run"), {"docker.io/library/memcached:1.6": image})
+    document["request"]["uid"] = uid
+    http = urllib3.PoolManager(ssl_context=ssl.create_default_context(cafile=webhook.cert),
+                               retries=False, timeout=30)
+    started = time.monotonic()
+    reply = http.request("POST", f"{webhook.url}/mutate/{mode}?timeout=2s",
+                         body=json.dumps(document).encode(), headers={"Content-Type": "application/json"})
+    elapsed = time.monotonic() - started
+    assert reply.status == 200, reply.data
+    return json.loads(reply.data)["response"], elapsed
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        (Fault("hang"), "before the admission deadline"),
+        (Fault("status", status=503, retry_after="30"), "HTTP 503"),
+    ],
+    ids=["hang", "503-retry-after-30"],
+)
+def test_the_webhook_answers_in_time_by_mode_and_recovers(webhook, clean, fresh, fault, reason):
+    image = f"{clean.host}/{fresh}"
+    clean.set_fault(fault)
+    refused, elapsed = admit(webhook, "enforce", image, f"{fault.kind}-enforce")
+    assert refused["allowed"] is False and elapsed < 2, elapsed
+    assert "this is temporary and the request can be retried" in refused["status"]["message"]
+    assert reason in refused["status"]["message"]
+    warned, elapsed = admit(webhook, "warn", image, f"{fault.kind}-warn")
+    assert warned["allowed"] is True and elapsed < 2 and "patch" not in warned
+    assert any(reason in w for w in warned["warnings"]), warned["warnings"]
+
+    # the lookup the admissions left behind ends once the registry is back; then a fresh one runs
+    ended = "nonroot_mutator_registry_lookups_total"
+    before = webhook.metric(ended)
+    clean.recover()
+    if fault.kind == "hang":
+        wait_for(lambda: webhook.metric(ended) > before, timeout=10, what="the stuck lookup to end")
+    patched, _ = admit(webhook, "enforce", image, f"{fault.kind}-recovered")
+    assert patched["allowed"] is True
+    patch = json.loads(base64.b64decode(patched["patch"]))
+    assert any(op["value"] == {"runAsUser": UID, "runAsGroup": UID, "runAsNonRoot": True}
+               or op.get("value") == UID for op in patch), patch

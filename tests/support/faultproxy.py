@@ -86,6 +86,7 @@ class FaultProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._front: asyncio.Server | None = None
         self._held: set[asyncio.StreamWriter] = set()
+        self._hanging: set[asyncio.Event] = set()
 
     # -- control, from the test's thread --------------------------------------------------------
 
@@ -102,6 +103,13 @@ class FaultProxy:
     def set_fault(self, fault: Fault | None) -> None:
         with self._lock:
             self._state.fault = fault
+
+    def recover(self) -> None:
+        """The registry is back: no fault, listening, and connections left hanging are closed
+        (as a restarted server's would be), so lookups stuck on them end now."""
+        self.set_fault(None)
+        self.accept()
+        self._call(self._release())
 
     def reset(self) -> None:
         """No fault, listening, nothing seen: a clean start for the next test."""
@@ -160,6 +168,11 @@ class FaultProxy:
             self._front = await asyncio.start_server(self._relay, "127.0.0.1", self.port,
                                                      reuse_address=True)
 
+    async def _release(self) -> None:
+        for released in self._hanging:
+            released.set()
+        self._hanging.clear()
+
     async def _close_front(self) -> None:
         if self._front is not None:
             self._front.close()
@@ -170,7 +183,10 @@ class FaultProxy:
         try:
             fault = self._fault(None, CONNECTION_FAULTS)
             if fault is not None and fault.kind == "hang":
-                await asyncio.Event().wait()  # accepted; never a byte back (ends when the proxy stops)
+                released = asyncio.Event()
+                self._hanging.add(released)
+                await released.wait()  # accepted; never a byte back until recover() or stop()
+                return
             if fault is not None:  # tls_eof: read the ClientHello, then hang up mid-handshake
                 await reader.read(1024)
                 return
