@@ -78,7 +78,7 @@ async def test_the_mirror_is_asked_first_and_upstream_not_at_all(session, upstre
 
 @pytest.mark.parametrize(
     "failure",
-    [None, Fault("status", status=503, retry_after="60"), Fault("status", status=404)],
+    [None, Fault("status", status=503, retry_after="1"), Fault("status", status=404)],
     ids=["mirror-down", "mirror-503", "mirror-404"],
 )
 async def test_upstream_answers_when_the_mirror_cannot(session, upstream, mirror, image, failure):
@@ -90,5 +90,5 @@ async def test_upstream_answers_when_the_mirror_cannot(session, upstream, mirror
     assert isinstance(result, ImageUser) and result.uid == 2500
     manifests = [(s.method, s.query) for s in upstream.seen(lambda s: "/manifests/" in s.path)]
     assert manifests == [("HEAD", ""), ("GET", "")]  # upstream gets no ns parameter
-    if failure is not None:
-        assert mirror.seen(lambda s: "/manifests/" in s.path)  # tried first, then passed over
+    if failure is not None:  # tried first, once (a busy mirror is not waited for), then passed over
+        assert [s.method for s in mirror.seen(lambda s: "/manifests/" in s.path)] == ["HEAD", "GET"]

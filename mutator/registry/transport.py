@@ -156,6 +156,9 @@ class Transport:
     ) -> aiohttp.ClientResponse:
         """One request, retried on 429/503 while the deadline allows; the caller closes the response.
 
+        Only the registry itself is retried: for a mirror, any status goes back to
+        the caller, which moves on to the next endpoint.
+
         Returns any other status for the caller to judge. Raises
         :class:`RegistryUnavailable` when the registry cannot be reached and a
         temporary :class:`RegistryError` when it keeps asking us to come back
@@ -165,8 +168,8 @@ class Transport:
         params = {"ns": endpoint.upstream} if endpoint.upstream else None
         for attempt in range(self._max_attempts):
             response = await self._once(method, url, endpoint, params=params, headers=headers, kind=kind)
-            if response.status not in RETRY_STATUSES:
-                return response
+            if response.status not in RETRY_STATUSES or endpoint.is_mirror:
+                return response  # a busy mirror is passed over at once: the next host may not be
             retry_after = response.headers.get("Retry-After")
             response.close()
             said = f"{endpoint.host} answered HTTP {response.status} to the {kind} request"
