@@ -1,7 +1,9 @@
 """An OCI distribution client, just big enough to find an image's user.
 
-``reference`` parses names, ``auth`` answers registry challenges, ``client``
-fetches manifests and blobs (verifying digests), and ``rootfs`` scans layers for
+``reference`` parses names, ``auth`` answers registry challenges, ``transport``
+decides where a request goes (mirrors, TLS) and how long it may retry,
+``platforms`` picks an index entry as the node would, ``client`` fetches
+manifests and blobs (verifying digests), and ``rootfs`` scans layers for
 ``/etc/passwd`` and ``/etc/group``. They are kept apart so that transport,
 credentials and naming can each change without touching the others.
 """

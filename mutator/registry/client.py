@@ -1,7 +1,9 @@
 """Manifests, indexes and blobs over the OCI distribution API, every digest verified.
 
-One :class:`RegistryClient` serves all registries through one aiohttp session;
-per-registry transport settings (plain HTTP, a custom CA) come from the config.
+One :class:`RegistryClient` serves all registries through one aiohttp session.
+Where each request goes and how it is retried is :mod:`mutator.registry.transport`'s
+job; who is asking is :mod:`mutator.registry.auth`'s; the client joins them in one
+auth step (:meth:`RegistryClient._authorized`) and judges the answers.
 Everything the registry says is treated as untrusted: sizes are bounded, JSON is
 checked for shape, and content must hash to the digest that addressed it.
 """
@@ -133,9 +135,10 @@ class RegistryClient:
         status, a 404 because it lacks the image) falls through to the next, and
         the registry itself decides, as containerd does.
         """
-        endpoints = self._transport.endpoints(ref.registry)
         passed: list[str] = []
-        for endpoint in endpoints:
+        for endpoint in self._transport.endpoints(ref.registry):
+            if passed and not endpoint.is_mirror:
+                log.info("%s: mirrors passed over for %s: %s", ref, path, "; ".join(passed))
             try:
                 response = await self._authorized(endpoint, ref, path, method=method, kind=kind,
                                                   accept=accept)
@@ -150,8 +153,6 @@ class RegistryClient:
             if not endpoint.is_mirror:
                 raise _status_error(ref, path, response.status)
             passed.append(f"{endpoint.host}: HTTP {response.status}")
-        if passed:
-            log.info("%s: mirrors passed over for %s: %s", ref, path, "; ".join(passed))
         try:
             yield response
         finally:

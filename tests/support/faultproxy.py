@@ -22,8 +22,9 @@ import socket
 import ssl
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -128,8 +129,8 @@ class FaultProxy:
         with self._lock:
             return [s for s in self._state.seen if predicate(s)]
 
-    def _call(self, coroutine) -> object:  # type: ignore[no-untyped-def]
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)
+    def _call(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)
 
     def _fault(self, path: str | None, kinds: set[str] | None = None, method: str = "") -> Fault | None:
         with self._lock:
