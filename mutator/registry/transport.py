@@ -172,14 +172,15 @@ class Transport:
                 return response  # a busy mirror is passed over at once: the next host may not be
             retry_after = response.headers.get("Retry-After")
             response.close()
-            said = f"{endpoint.host} answered HTTP {response.status} to the {kind} request"
+            said = f"{endpoint.host} answered HTTP {response.status} for the {kind}"
             if attempt + 1 == self._max_attempts:
-                raise RegistryError(f"{said} {self._max_attempts} times in a row",
+                raise RegistryError(f"{said} {self._max_attempts} times",
                                     status=response.status, temporary=True)
             wait, left = retry_delay(retry_after, attempt), time_left()
             if wait + MIN_REQUEST_SECONDS > left:
-                asked = f"asked to retry after {wait:.1f} s" if retry_after else "and may recover"
-                raise RegistryError(f"{said} ({asked}); only {max(left, 0):.1f} s were left to retry in",
+                shown = f"{wait:.1f}".removesuffix(".0")
+                why = f"retry after {shown} s is" if retry_after else "a retry would be"
+                raise RegistryError(f"{said}; {why} past the deadline ({max(left, 0):.1f} s left)",
                                     status=response.status, temporary=True)
             log.info("%s; retrying in %.2f s", said, wait)
             await asyncio.sleep(wait)

@@ -119,8 +119,9 @@ class FaultProxy:
         self.accept()
 
     def refuse(self) -> None:
-        """Stop listening: new connections are refused until :meth:`accept`."""
+        """Go down: open connections are cut and new ones refused until :meth:`accept`."""
         self._call(self._close_front())
+        self._call(self._cut())
 
     def accept(self) -> None:
         self._call(self._open_front())
@@ -159,8 +160,7 @@ class FaultProxy:
 
     async def _stop(self) -> None:
         await self._close_front()
-        for writer in list(self._held):
-            writer.close()
+        await self._cut()
         await self._runner.cleanup()
         await self._session.close()
 
@@ -168,6 +168,10 @@ class FaultProxy:
         if self._front is None:
             self._front = await asyncio.start_server(self._relay, "127.0.0.1", self.port,
                                                      reuse_address=True)
+
+    async def _cut(self) -> None:
+        for writer in list(self._held):
+            writer.close()
 
     async def _release(self) -> None:
         for released in self._hanging:
