@@ -126,10 +126,13 @@ async def test_each_fault_is_a_temporary_failure_with_its_reason(session, clean,
 async def test_refused_connection(session, clean, pushed):
     image = f"{clean.host}/{pushed}"
     resolver = resolver_for(session, clean.host)
+    errors = metrics.REGISTRY_REQUESTS.labels("manifest", "error")
+    before = errors._value.get()
     clean.refuse()
     result, waited = await resolve_within(resolver, image, 2)
     assert isinstance(result, ImageFailure) and result.temporary
-    assert f"cannot reach {clean.host}" in result.message and waited < 1
+    assert result.message == f"cannot reach {clean.host}: connection refused" and waited < 1
+    assert errors._value.get() == before + 1  # counted, as a request that got no answer
     await assert_recovers(resolver, clean, image)
 
 
