@@ -81,12 +81,15 @@ class Resolver:
         started = time.perf_counter()
         bound = asyncio.get_running_loop().time() + self._lookup_timeout
         token = transport.DEADLINE.set(bound if deadline is None else min(bound, deadline))
+        in_flight = transport.IN_FLIGHT.set("")
         try:
             async with asyncio.timeout(self._lookup_timeout):
                 result: Resolution = await self._lookup(image, platform or self._platform)
         except TimeoutError:
+            stuck = transport.IN_FLIGHT.get()
             result = ImageFailure(
-                image, f"registry lookup took over {self._lookup_timeout:g} s", temporary=True
+                image, f"registry lookup took over {self._lookup_timeout:g} s"
+                + (f" (waiting for {stuck})" if stuck else ""), temporary=True
             )
         except InvalidReference as exc:
             result = ImageFailure(image, str(exc), temporary=False)
@@ -97,6 +100,7 @@ class Resolver:
             result = ImageFailure(image, f"unexpected error: {exc!r}", temporary=True)
         finally:
             transport.DEADLINE.reset(token)
+            transport.IN_FLIGHT.reset(in_flight)
         metrics.REGISTRY_SECONDS.observe(time.perf_counter() - started)
         outcome = ("resolved" if isinstance(result, ImageUser)
                    else "temporary_failure" if result.temporary else "failed")

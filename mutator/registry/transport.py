@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("registry_deadline",
                                                                         default=None)
 
+# The request the current lookup is waiting on, so a timeout can say where it got stuck.
+IN_FLIGHT: contextvars.ContextVar[str] = contextvars.ContextVar("registry_in_flight", default="")
+
 RETRY_STATUSES = frozenset({429, 503})
 MAX_ATTEMPTS = 4  # one request and up to three retries
 BACKOFF_FIRST_SECONDS = 0.1  # without Retry-After: 0.1, 0.2, 0.4 s (±20 %), capped below
@@ -191,6 +194,7 @@ class Transport:
                     ) -> aiohttp.ClientResponse:
         host = endpoint.host
         tls = self.tls(host)
+        IN_FLIGHT.set(f"the {kind} from {host}")
         with measured(kind) as measure:
             try:
                 response = await self._session.request(
