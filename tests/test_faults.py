@@ -163,10 +163,11 @@ async def test_retry_after_within_the_deadline_is_waited_for(session, clean, pus
     assert metrics.REGISTRY_REQUESTS.labels("manifest", "4xx")._value.get() == before + 1
 
 
-async def test_503_without_retry_after_backs_off_briefly_then_recovers(session, clean, pushed):
+@pytest.mark.parametrize("status", [429, 503])
+async def test_without_retry_after_a_short_backoff_then_recovery(session, clean, pushed, status):
     image = f"{clean.host}/{pushed}"
     resolver = resolver_for(session, clean.host)
-    clean.set_fault(Fault("status", status=503, times=2, match="/manifests/"))
+    clean.set_fault(Fault("status", status=status, times=2, match="/manifests/"))
     result, waited = await resolve_within(resolver, image, 5)
     assert isinstance(result, ImageUser) and result.uid == UID
     assert waited < 1  # 0.1 + 0.2 s of backoff, not seconds

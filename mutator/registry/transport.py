@@ -243,7 +243,11 @@ def _tls_context(host: str, settings: RegistryConfig) -> ssl.SSLContext | bool:
         return False
     if settings.ca_file is None and settings.cert_file is None and not settings.insecure_skip_verify:
         return True
-    context = ssl.create_default_context(cafile=settings.ca_file)
+    # The private CA is added to the system's, as containerd's hosts.toml ``ca`` is: a registry
+    # behind a private CA may still redirect blob downloads to storage with a public certificate.
+    context = ssl.create_default_context()
+    if settings.ca_file:
+        context.load_verify_locations(cafile=settings.ca_file)
     if settings.cert_file and settings.key_file:
         context.load_cert_chain(settings.cert_file, settings.key_file)
     if settings.insecure_skip_verify:
