@@ -310,3 +310,16 @@ async def test_deadline_bounds_the_retry_even_without_an_admission(session, coun
         [image], deadline=loop.time() + 1))[image]
     assert isinstance(result, ImageFailure) and result.temporary and "HTTP 429" in result.message
     assert loop.time() - started < 0.5
+
+
+@registry_tier
+async def test_without_a_deadline_a_long_retry_after_is_not_waited_for(session, counted, shapes):
+    """A caller with no deadline (a tool using the client directly) still never sleeps for hours."""
+    counted.set_fault(Fault("status", status=503, retry_after="86400"))
+    client = RegistryClient(session=session, registries=from_mapping(
+        {"registries": {counted.host: {"plain_http": True}}}).registry)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(RegistryError, match="retry after 86400 s is past the deadline") as raised:
+        await client.image(reference.parse(f"{counted.host}/{shapes['amd64']}"), Platform("linux", "amd64"))
+    assert raised.value.temporary and loop.time() - started < 0.5

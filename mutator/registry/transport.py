@@ -53,6 +53,7 @@ BACKOFF_FIRST_SECONDS = 0.1  # without Retry-After: 0.1, 0.2, 0.4 s (±20 %), ca
 BACKOFF_CAP_SECONDS = 1.0
 # A retry is only worth it when the request after the wait has some time left too.
 MIN_REQUEST_SECONDS = 0.1
+MAX_RETRY_WAIT_SECONDS = 30.0  # even with no deadline set (a tool calling the client directly)
 MAX_REDIRECTS = 5  # blob redirects to storage are one hop; more is a misconfiguration or a loop
 
 
@@ -179,7 +180,7 @@ class Transport:
             if attempt + 1 == self._max_attempts:
                 raise RegistryError(f"{said} {self._max_attempts} times",
                                     status=response.status, temporary=True)
-            wait, left = retry_delay(retry_after, attempt), time_left()
+            wait, left = retry_delay(retry_after, attempt), min(time_left(), MAX_RETRY_WAIT_SECONDS)
             if wait + MIN_REQUEST_SECONDS > left:
                 shown = f"{wait:.1f}".removesuffix(".0")
                 why = f"retry after {shown} s is" if retry_after else "a retry would be"
