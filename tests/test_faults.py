@@ -144,7 +144,7 @@ async def test_a_hanging_or_trickling_registry_is_cut_off_at_the_deadline(sessio
     result, waited = await resolve_within(resolver, image, 2)
     assert isinstance(result, ImageFailure) and result.temporary
     assert result.message == "no answer from the registry before the admission deadline"
-    assert 2 <= waited < 2.3, waited
+    assert 2 <= waited < 2.5, waited
     # the lookup goes on without the admission, bounded by its own timeout, and is not cached
     late = await resolver.lookup(image)
     assert isinstance(late, ImageFailure) and late.temporary

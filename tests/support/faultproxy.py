@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tests.support.net import free_port
+from tests.support.net import free_ports
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",
                "server", "date"}
@@ -76,10 +76,9 @@ class _State:
 class FaultProxy:
     def __init__(self, upstream: str, *, tls: tuple[str, str] | None = None) -> None:
         self.upstream = upstream.rstrip("/")
-        self.port = free_port()
+        # the front; a second origin on loopback, where redirects lead; the HTTP layer behind the front
+        self.port, self.other_port, self._inner_port = free_ports(3)
         self.host = f"127.0.0.1:{self.port}"
-        self.other_port = free_port()  # a second origin on loopback, where redirects lead
-        self._inner_port = free_port()
         self._tls = tls
         self._state = _State()
         self._lock = threading.Lock()
