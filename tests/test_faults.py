@@ -272,6 +272,9 @@ def test_the_webhook_answers_in_time_by_mode_and_recovers(webhook, clean, fresh,
     clean.recover()
     if fault.kind == "hang":
         wait_for(lambda: webhook.metric(ended) > before, timeout=10, what="the stuck lookup to end")
+    if fault.kind == "status":  # the server exports what its registry requests met
+        series = 'nonroot_mutator_registry_requests_total{kind="manifest",status_class="5xx"}'
+        assert webhook.metric(series) >= 2
     patched, _ = admit(webhook, "enforce", image, f"{fault.kind}-recovered")
     assert patched["allowed"] is True
     patch = json.loads(base64.b64decode(patched["patch"]))
