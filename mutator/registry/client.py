@@ -10,10 +10,11 @@ checked for shape, and content must hash to the digest that addressed it.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,8 @@ from mutator.errors import (
     UnsupportedImage,
 )
 from mutator.registry import platforms
-from mutator.registry.auth import Anonymous, Authenticator
+from mutator.registry.auth import ANONYMOUS, Authenticator, TokenAuthenticator
+from mutator.registry.keyring import Credential
 from mutator.registry.reference import Reference, validate_digest
 from mutator.registry.transport import Endpoint, Transport
 
@@ -105,26 +107,51 @@ class RegistryClient:
         auth: Authenticator | None = None,
     ) -> None:
         self._transport = Transport(session=session, registries=registries)
-        self._auth = auth or Anonymous()
+        self._auth = auth or TokenAuthenticator(session=session, tls=self._transport.tls)
+        self._credentials: tuple[Credential, ...] = ()
+
+    def with_credentials(self, credentials: Sequence[Credential]) -> RegistryClient:
+        """This client for one lookup: requests offer *credentials* in order (none: anonymous).
+
+        Transport and token cache are shared; only the candidates differ, so one
+        Pod's credentials never serve another's lookup.
+        """
+        bound = copy.copy(self)
+        bound._credentials = tuple(credentials)
+        return bound
 
     async def _authorized(self, endpoint: Endpoint, ref: Reference, path: str, *, method: str,
                           kind: str, accept: str | None) -> aiohttp.ClientResponse:
-        """The auth step: send with the credentials for *endpoint*, once more after a challenge."""
+        """The auth step: offer each candidate credential in turn, once more after its challenge.
+
+        Like the kubelet, every matching credential is tried until one is let in;
+        none means anonymous. At most two requests per candidate, however the
+        registry answers.
+        """
         url_path = f"/v2/{ref.repository}/{path}"
-        for attempt in range(2):  # a second try only after a challenge was answered
-            headers = await self._auth.headers(registry=endpoint.host, repository=ref.repository)
+        url = endpoint.base_url + url_path
+        candidates, index, answered = self._credentials or (ANONYMOUS,), 0, False
+        while True:
+            credential = candidates[index]
+            headers = await self._auth.headers(registry=endpoint.host, url=url, repository=ref.repository,
+                                               credential=credential)
             if accept:
                 headers["Accept"] = accept
             response = await self._transport.send(method, endpoint, url_path, headers=headers, kind=kind)
-            if response.status == 401 and attempt == 0:
+            if response.status == 401 and not answered:
                 challenge = response.headers.get("WWW-Authenticate", "")
-                if await self._auth.challenged(
-                    registry=endpoint.host, repository=ref.repository, challenge=challenge
-                ):
+                if await self._auth.challenged(registry=endpoint.host, url=url, repository=ref.repository,
+                                               credential=credential, challenge=challenge):
                     response.close()
+                    answered = True  # the retry with what the challenge taught us
                     continue
+            if response.status in (401, 403):
+                response.close()
+                if index + 1 < len(candidates):
+                    index, answered = index + 1, False
+                    continue
+                raise _denied(ref, endpoint.host, candidates, response.status)
             return response
-        raise RegistryError(f"{endpoint.host} kept refusing our credentials", status=401)
 
     @asynccontextmanager
     async def _get(self, ref: Reference, path: str, *, kind: str, accept: str | None = None,
@@ -328,6 +355,17 @@ def _choose(index: Mapping[str, Any], platform: Platform, wanted: list[tuple[str
         )
         raise RegistryError(f"{ref} has no {platform} image (it has {', '.join(available) or 'none'})")
     return best[1]
+
+
+def _denied(ref: Reference, host: str, candidates: Sequence[Credential], status: int) -> RegistryError:
+    """Say who was refused, never with what: sources and fingerprints only."""
+    if all(c.anonymous for c in candidates):
+        return RegistryError(
+            f"{ref}: {host} requires authentication (HTTP {status}) and no credentials match this image",
+            status=status)
+    tried = ", ".join(str(c) for c in candidates)
+    return RegistryError(f"{ref}: {host} refused every matching credential (HTTP {status}): {tried}",
+                         status=status)
 
 
 def _status_error(ref: Reference, path: str, status: int) -> RegistryError:
