@@ -1,13 +1,20 @@
 """The configuration file (YAML; path from ``--config`` or ``MUTATOR_CONFIG``).
 
 Every setting has a default that works for public registries, so a file is only
-needed for private ones (plain HTTP, a custom CA) or to tune the cache.
+needed for private ones (plain HTTP, a custom CA, credentials) or to tune the cache.
+
+Every value is checked at start, by type and range, and an error names the key:
+a quoted ``plain_http: "false"`` or a ``lookup_timeout_seconds: 0`` must stop the
+server with a clear message, not quietly change what it does. The checks live
+next to the fields they guard (``field(metadata=check(...))``), so a new key is
+one line: its name, its default and its check.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +23,90 @@ import yaml
 from mutator.errors import ConfigError
 
 ENV_VAR = "MUTATOR_CONFIG"
+
+Check = Callable[[str, Any], Any]  # (key for errors, raw value) -> checked value; raises ConfigError
+
+
+def _kind(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def boolean() -> Check:
+    def check(key: str, value: Any) -> bool:
+        if not isinstance(value, bool):  # "false" and 0 are not booleans: YAML says true/false
+            raise ConfigError(f"{key} must be true or false, got {_kind(value)}")
+        return value
+    return check
+
+
+def number(*, above: float | None = None, at_least: float | None = None,
+           at_most: float | None = None, integer: bool = False) -> Check:
+    """A number (an int when *integer*) in a range; bools are not numbers here."""
+    def check(key: str, value: Any) -> float | int:
+        allowed = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, allowed):
+            raise ConfigError(f"{key} must be {'an integer' if integer else 'a number'}, got {_kind(value)}")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+        if above is not None and not value > above:
+            raise ConfigError(f"{key} must be greater than {above:g}, got {value!r}")
+        if at_least is not None and value < at_least:
+            raise ConfigError(f"{key} must be at least {at_least:g}, got {value!r}")
+        if at_most is not None and value > at_most:
+            raise ConfigError(f"{key} must be at most {at_most:g}, got {value!r}")
+        return value if integer else float(value)
+    return check
+
+
+def path(*, directory: bool = False) -> Check:
+    """An existing file (or directory); None leaves the setting off."""
+    def check(key: str, value: Any) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{key} must be a path, got {_kind(value)}")
+        exists = os.path.isdir(value) if directory else os.path.isfile(value)
+        if not exists:
+            raise ConfigError(f"{key}: {'directory' if directory else 'file'} {value} does not exist")
+        return value
+    return check
+
+
+def _is_host(value: Any) -> bool:
+    return isinstance(value, str) and bool(value) and "/" not in value and not any(c.isspace() for c in value)
+
+
+def hosts() -> Check:
+    """A list of ``HOST[:PORT]``."""
+    def check(key: str, value: Any) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(_is_host(h) for h in value):
+            raise ConfigError(f"{key} must be a list of HOST[:PORT], got {_kind(value)}")
+        return tuple(value)
+    return check
+
+
+def check(validate: Check) -> dict[str, Check]:
+    """Field metadata naming the check of one setting."""
+    return {"check": validate}
+
+
+def _from_fields(cls: type[Any], data: Any, *, prefix: str) -> Any:
+    """Build dataclass *cls* from mapping *data*, running each field's check; unknown keys are errors."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'the top level'} must be a mapping, got {_kind(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(str(k) for k in set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown keys {[prefix + k for k in unknown]}; known: {sorted(fields)}")
+    values = {name: fields[name].metadata["check"](prefix + name, value) for name, value in data.items()}
+    try:
+        return cls(**values)
+    except ConfigError as exc:  # a rule between fields (__post_init__)
+        raise ConfigError(f"{prefix.rstrip('.')}: {exc}" if prefix else str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +117,7 @@ class Platform:
 
     @classmethod
     def parse(cls, text: str) -> Platform:
-        parts = text.split("/")
+        parts = text.split("/") if isinstance(text, str) else []
         if len(parts) not in (2, 3) or not all(parts):
             raise ConfigError(f"platform must be OS/ARCH[/VARIANT], got {text!r}")
         return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
@@ -35,32 +126,66 @@ class Platform:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
 
 
+def _platform(key: str, value: Any) -> Platform:
+    try:
+        return Platform.parse(value)
+    except ConfigError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class RegistryConfig:
     """How to reach one registry host (``HOST[:PORT]``, as it appears in image names)."""
 
-    plain_http: bool = False
-    ca_file: str | None = None
+    plain_http: bool = field(default=False, metadata=check(boolean()))
+    ca_file: str | None = field(default=None, metadata=check(path()))
     # Client certificate for registries that demand mutual TLS (both or neither).
-    cert_file: str | None = None
-    key_file: str | None = None
+    cert_file: str | None = field(default=None, metadata=check(path()))
+    key_file: str | None = field(default=None, metadata=check(path()))
     # Trust any certificate: for a lab registry only, and loudly warned about.
-    insecure_skip_verify: bool = False
+    insecure_skip_verify: bool = field(default=False, metadata=check(boolean()))
     # Hosts tried in order before this registry, as containerd's hosts.toml mirrors are.
-    mirrors: tuple[str, ...] = ()
+    mirrors: tuple[str, ...] = field(default=(), metadata=check(hosts()))
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ConfigError("cert_file and key_file go together")
+
+
+def _registries(key: str, value: Any) -> dict[str, RegistryConfig]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key} must be a mapping of HOST[:PORT] to settings, got {_kind(value)}")
+    registries = {}
+    for host, settings in value.items():
+        if not _is_host(host):
+            raise ConfigError(f"{key}: {host!r} is not a HOST[:PORT]")
+        registries[host] = _from_fields(RegistryConfig, settings, prefix=f"{key}.{host}.")
+    return registries
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    platform: Platform = field(default_factory=lambda: Platform("linux", "amd64"))
-    registries: Mapping[str, RegistryConfig] = field(default_factory=dict)
+    platform: Platform = field(default_factory=lambda: Platform("linux", "amd64"),
+                               metadata=check(_platform))
+    registries: Mapping[str, RegistryConfig] = field(default_factory=dict, metadata=check(_registries))
     # How long a resolved tag is trusted; a digest-pinned image never changes.
-    cache_ttl_seconds: float = 300.0
-    cache_max_entries: int = 10_000
+    cache_ttl_seconds: float = field(default=300.0, metadata=check(number(at_least=0)))
+    cache_max_entries: int = field(default=10_000, metadata=check(number(at_least=1, integer=True)))
     # Upper bound of one registry lookup, shared by every admission waiting on it.
-    lookup_timeout_seconds: float = 30.0
-    # Used when the API server sends no ?timeout (its own default is 10 s).
-    default_admission_timeout_seconds: float = 10.0
+    lookup_timeout_seconds: float = field(default=30.0, metadata=check(number(above=0, at_most=3600)))
+    # Used when the API server sends no ?timeout (its own default is 10 s; it allows at most 30 s).
+    default_admission_timeout_seconds: float = field(
+        default=10.0, metadata=check(number(above=0, at_most=30)))
+    # Registry credentials: a Docker config.json, and the nodes' kubelet credential provider plugins.
+    docker_config: str | None = field(default=None, metadata=check(path()))
+    credential_provider_config: str | None = field(default=None, metadata=check(path()))
+    credential_provider_bin_dir: str | None = field(default=None, metadata=check(path(directory=True)))
+
+    def __post_init__(self) -> None:
+        if (self.credential_provider_config is None) != (self.credential_provider_bin_dir is None):
+            raise ConfigError("credential_provider_config and credential_provider_bin_dir go together")
 
     def registry(self, host: str) -> RegistryConfig:
         return self.registries.get(host) or RegistryConfig()
@@ -81,60 +206,10 @@ def load(path: str | None = None) -> Config:
     return from_mapping(data, source=path)
 
 
-_REGISTRY_KEYS = ("plain_http", "ca_file", "cert_file", "key_file", "insecure_skip_verify", "mirrors")
-
-
-def _registry(settings: Any, *, where: str) -> RegistryConfig:
-    if not isinstance(settings, dict) or set(settings) - set(_REGISTRY_KEYS):
-        raise ConfigError(f"{where} takes {', '.join(_REGISTRY_KEYS)} only")
-    for key in ("ca_file", "cert_file", "key_file"):
-        path = settings.get(key)
-        if path is not None and not os.path.isfile(path):
-            raise ConfigError(f"{where}.{key} {path} does not exist")
-    if (settings.get("cert_file") is None) != (settings.get("key_file") is None):
-        raise ConfigError(f"{where}: cert_file and key_file go together")
-    mirrors = settings.get("mirrors") or []
-    if not isinstance(mirrors, list) or not all(isinstance(m, str) and m and "/" not in m for m in mirrors):
-        raise ConfigError(f"{where}.mirrors must be a list of HOST[:PORT]")
-    return RegistryConfig(
-        plain_http=bool(settings.get("plain_http", False)),
-        ca_file=settings.get("ca_file"),
-        cert_file=settings.get("cert_file"),
-        key_file=settings.get("key_file"),
-        insecure_skip_verify=bool(settings.get("insecure_skip_verify", False)),
-        mirrors=tuple(mirrors),
-    )
-
-
 def from_mapping(data: Any, *, source: str = "config") -> Config:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping")
-    known = {
-        "platform", "registries", "cache_ttl_seconds", "cache_max_entries",
-        "lookup_timeout_seconds", "default_admission_timeout_seconds",
-    }
-    unknown = set(data) - known
-    if unknown:
-        raise ConfigError(f"{source}: unknown keys {sorted(unknown)}")
-    registries = {
-        str(host): _registry(settings or {}, where=f"{source}: registries.{host}")
-        for host, settings in (data.get("registries") or {}).items()
-    }
-    defaults = Config()
+    """Check every key of *data* and build the Config; a ConfigError names *source* and the key."""
     try:
-        return Config(
-            platform=Platform.parse(data.get("platform", str(defaults.platform))),
-            registries=registries,
-            cache_ttl_seconds=float(data.get("cache_ttl_seconds", defaults.cache_ttl_seconds)),
-            cache_max_entries=int(data.get("cache_max_entries", defaults.cache_max_entries)),
-            lookup_timeout_seconds=float(
-                data.get("lookup_timeout_seconds", defaults.lookup_timeout_seconds)
-            ),
-            default_admission_timeout_seconds=float(
-                data.get(
-                    "default_admission_timeout_seconds", defaults.default_admission_timeout_seconds
-                )
-            ),
-        )
-    except (TypeError, ValueError) as exc:
+        config: Config = _from_fields(Config, data, prefix="")
+    except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    return config
