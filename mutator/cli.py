@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,9 +22,12 @@ from mutator.errors import BadReview, ConfigError
 from mutator.images import ImageUser
 from mutator.policy import Mode
 from mutator.registry.client import RegistryClient
+from mutator.registry.credentials import CredentialSources
 from mutator.resolver import Resolver
 
 T = TypeVar("T")
+DOCKER_CONFIG_HELP = ("Docker config.json with registry credentials "
+                      "(default: the config file's docker_config, else $DOCKER_CONFIG/config.json)")
 EXIT_OK, EXIT_REFUSED, EXIT_BAD_INPUT = 0, 1, 2
 
 TRY_IT = """\
@@ -69,19 +73,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     review.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.ENFORCE.value)
     review.add_argument("--config", help="YAML config file (default: $MUTATOR_CONFIG)")
+    review.add_argument("--docker-config", metavar="PATH", help=DOCKER_CONFIG_HELP)
     review.add_argument("file", help="path, or - for standard input")
 
     resolve = commands.add_parser("resolve", help="print the uid/gid each image runs as")
     resolve.add_argument("--config", help="YAML config file (default: $MUTATOR_CONFIG)")
     resolve.add_argument("--platform", type=_platform, help="OS/ARCH[/VARIANT], e.g. linux/arm64/v8")
+    resolve.add_argument("--docker-config", metavar="PATH", help=DOCKER_CONFIG_HELP)
     resolve.add_argument("images", nargs="+", metavar="IMAGE")
     return parser
 
 
-async def _with_resolver(config: Config, work: Callable[[Resolver], Awaitable[T]]) -> T:
+def _docker_config(args: argparse.Namespace, config: Config) -> str | None:
+    """--docker-config, else the config file's docker_config, else $DOCKER_CONFIG/config.json if present."""
+    if args.docker_config or config.docker_config:
+        return args.docker_config or config.docker_config
+    directory = os.environ.get("DOCKER_CONFIG")
+    default = os.path.join(directory, "config.json") if directory else ""
+    return default if default and os.path.isfile(default) else None
+
+
+async def _with_resolver(config: Config, work: Callable[[Resolver], Awaitable[T]], *,
+                         credentials: CredentialSources) -> T:
     async with aiohttp.ClientSession() as session:
         client = RegistryClient(session=session, registries=config.registry)
-        return await work(Resolver(client=client, config=config))
+        return await work(Resolver(client=client, config=config, credentials=credentials))
 
 
 def _serve(args: argparse.Namespace, config: Config) -> int:
@@ -125,7 +141,7 @@ def _review(args: argparse.Namespace, config: Config) -> int:
         return await webhook.handle(review, mode=Mode(args.mode), resolver=resolver, deadline=deadline)
 
     try:
-        outcome = asyncio.run(_with_resolver(config, run))
+        outcome = asyncio.run(_with_resolver(config, run, credentials=args.credentials))
     except BadReview as exc:
         print(f"mutator review: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -139,7 +155,7 @@ def _resolve(args: argparse.Namespace, config: Config) -> int:
             *(resolver.lookup(image, platform=args.platform) for image in args.images)
         )
 
-    results = asyncio.run(_with_resolver(config, run))
+    results = asyncio.run(_with_resolver(config, run, credentials=args.credentials))
     for result in results:
         print(json.dumps(result.as_json()))
     resolved = all(isinstance(r, ImageUser) and r.uid is not None for r in results)
@@ -155,6 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         config = config_module.load(args.config)
+        if args.command in ("review", "resolve"):
+            docker_config = _docker_config(args, config)
+            args.credentials = CredentialSources.from_config(config, docker_config=docker_config)
     except ConfigError as exc:
         print(f"mutator: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -67,3 +67,7 @@ class DeadlineExceeded(ImageError):
     """The answer could not be found before the admission deadline."""
 
     temporary = True
+
+
+class CredentialProviderError(MutatorError):
+    """A kubelet credential provider plugin failed or answered badly; the next credential source is tried."""

@@ -18,6 +18,7 @@ from mutator.errors import ImageError, InvalidReference, UserNotFound
 from mutator.images import ImageFailure, ImageUser, Resolution
 from mutator.registry import reference, rootfs, transport
 from mutator.registry.client import RegistryClient
+from mutator.registry.credentials import CredentialSources, PullContext
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +30,18 @@ def _cacheable(result: Resolution) -> bool:
 
 
 class Resolver:
-    def __init__(self, *, client: RegistryClient, config: Config) -> None:
+    def __init__(self, *, client: RegistryClient, config: Config,
+                 credentials: CredentialSources | None = None) -> None:
         self._client = client
+        self._credentials = credentials or CredentialSources()
         self._platform = config.platform
         self._lookup_timeout = config.lookup_timeout_seconds
         self.cache: CoalescingCache[Resolution] = CoalescingCache(
             maxsize=config.cache_max_entries, ttl=config.cache_ttl_seconds, keep=_cacheable
         )
 
-    async def resolve(self, images: Iterable[str], *, deadline: float) -> dict[str, Resolution]:
+    async def resolve(self, images: Iterable[str], *, deadline: float,
+                      pull: PullContext | None = None) -> dict[str, Resolution]:
         """Resolve every image, answering for each by *deadline* (``loop.time()`` based).
 
         An image not resolved by then is a temporary failure for this caller; its
@@ -52,7 +56,7 @@ class Resolver:
                 results[image] = cached
             else:
                 waiting[image] = self.cache.join(
-                    image, lambda image=image: self.lookup(image, deadline=deadline)
+                    image, lambda image=image: self.lookup(image, deadline=deadline, pull=pull)
                 )
         if not waiting:
             return results
@@ -70,13 +74,15 @@ class Resolver:
         return results
 
     async def lookup(self, image: str, *, platform: Platform | None = None,
-                     deadline: float | None = None) -> Resolution:
+                     deadline: float | None = None, pull: PullContext | None = None) -> Resolution:
         """One uncached lookup against the registry, bounded by ``lookup_timeout_seconds``.
 
         *deadline* (``loop.time()`` based) is when the admission that started it
         stops waiting: the transport does not sleep for a ``Retry-After`` past it,
         because an answer nobody waits for is wasted and a clear "temporary"
         reason now is worth more. The lookup itself may still run up to its own bound.
+
+        *pull* names the Pod whose pull credentials apply (None: only the node's sources).
         """
         started = time.perf_counter()
         bound = asyncio.get_running_loop().time() + self._lookup_timeout
@@ -84,7 +90,7 @@ class Resolver:
         in_flight = transport.IN_FLIGHT.set("")
         try:
             async with asyncio.timeout(self._lookup_timeout):
-                result: Resolution = await self._lookup(image, platform or self._platform)
+                result: Resolution = await self._lookup(image, platform or self._platform, pull)
         except TimeoutError:
             stuck = transport.IN_FLIGHT.get()
             result = ImageFailure(
@@ -107,9 +113,10 @@ class Resolver:
         metrics.REGISTRY_LOOKUPS.labels(outcome).inc()
         return result
 
-    async def _lookup(self, image: str, platform: Platform) -> ImageUser:
+    async def _lookup(self, image: str, platform: Platform, pull: PullContext | None) -> ImageUser:
         ref = reference.parse(image)
-        found = await self._client.image(ref, platform)
+        client = self._client.with_credentials(await self._credentials.credentials(ref, pull=pull))
+        found = await client.image(ref, platform)
         container_config = found.config.get("config")
         user = container_config.get("User") if isinstance(container_config, dict) else None
         user = user if isinstance(user, str) else ""
@@ -124,7 +131,7 @@ class Resolver:
             return ImageUser(**facts, uid=int(spec.user), gid=gid)
 
         files = await rootfs.account_files(
-            self._client, ref, found.layers, group=spec.group is not None and not spec.group_is_numeric
+            client, ref, found.layers, group=spec.group is not None and not spec.group_is_numeric
         )
         metrics.LAYER_BYTES.inc(files.bytes_read)
         try:

@@ -24,6 +24,7 @@ from mutator.config import Config
 from mutator.errors import BadReview
 from mutator.policy import Mode
 from mutator.registry.client import RegistryClient
+from mutator.registry.credentials import CredentialSources
 from mutator.resolver import Resolver
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,8 @@ async def _registry_session(app: web.Application) -> AsyncIterator[None]:
         connector=aiohttp.TCPConnector(limit=100, limit_per_host=20),
     ) as session:
         client = RegistryClient(session=session, registries=config.registry)
-        app[RESOLVER] = Resolver(client=client, config=config)
+        app[RESOLVER] = Resolver(client=client, config=config,
+                                 credentials=CredentialSources.from_config(config))
         yield
 
 

@@ -22,6 +22,7 @@ from mutator import metrics
 from mutator.config import from_mapping
 from mutator.images import ImageFailure, ImageUser
 from mutator.registry.client import RegistryClient
+from mutator.registry.keyring import Credential
 from mutator.resolver import Resolver
 from mutator.tls import self_signed
 from tests.support.faultproxy import Fault, FaultProxy
@@ -188,10 +189,12 @@ async def test_a_wait_longer_than_the_deadline_fails_now_not_at_the_deadline(ses
 class _Bearer:
     """Sends a fixed credential: enough to see where an Authorization header travels."""
 
-    async def headers(self, *, registry: str, repository: str) -> dict[str, str]:
+    async def headers(self, *, registry: str, url: str, repository: str,
+                      credential: Credential) -> dict[str, str]:
         return {"Authorization": "Bearer not-for-other-hosts"}
 
-    async def challenged(self, *, registry: str, repository: str, challenge: str) -> bool:
+    async def challenged(self, *, registry: str, url: str, repository: str, credential: Credential,
+                         challenge: str) -> bool:
         return False
 
 
