@@ -124,14 +124,19 @@ def group(*entries: tuple[str, int]) -> bytes:
 class Pusher:
     """Pushes blobs, manifests and indexes to one registry over its HTTP API."""
 
-    def __init__(self, base_url: str, *, context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, base_url: str, *, context: ssl.SSLContext | None = None,
+                 authorization: str | None = None) -> None:
         self.base_url = base_url
         self.host = urllib.parse.urlsplit(base_url).netloc
         self._context = context
+        self._authorization = authorization  # an Authorization header for a registry that wants one
 
     def _request(self, method: str, url: str, *, data: bytes | None = None,
                  headers: Mapping[str, str] | None = None) -> tuple[int, Mapping[str, str]]:
-        request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
+        headers = dict(headers or {})
+        if self._authorization:
+            headers["Authorization"] = self._authorization
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)
         with urllib.request.urlopen(request, timeout=30, context=self._context) as response:
             return response.status, response.headers
 
