@@ -1,0 +1,75 @@
+"""A registry that answers 401 without saying how to authenticate: the client pings /v2/ once to learn it.
+
+Some registries do this on blob or manifest paths. The peer here is a small HTTPS
+proxy the tests own in front of the token-protected docker-registry; it drops the
+``WWW-Authenticate`` header everywhere but ``/v2/`` and counts the pings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from mutator.config import from_mapping
+from mutator.images import ImageUser
+from mutator.tls import server_context
+from tests.support.net import free_port
+
+pytestmark = pytest.mark.registry
+
+
+@dataclass
+class Proxy:
+    host: str
+    pings: list[int] = field(default_factory=list)
+
+
+@pytest.fixture
+async def silent_proxy(ca, token_registry) -> AsyncIterator[Proxy]:
+    proxy = Proxy(f"127.0.0.1:{free_port()}")
+    upstream = token_registry.server.url
+
+    async def forward(request: web.Request) -> web.Response:
+        headers = {k: v for k, v in request.headers.items() if k in ("Authorization", "Accept")}
+        async with client.get(f"{upstream}{request.path_qs}", headers=headers, ssl=ca.client_context(),
+                              allow_redirects=False) as answer:
+            body = await answer.read()
+            out = {k: v for k, v in answer.headers.items()
+                   if k in ("Content-Type", "Docker-Content-Digest", "WWW-Authenticate", "Location")}
+        if request.path == "/v2/":
+            proxy.pings.append(answer.status)
+        else:
+            out.pop("WWW-Authenticate", None)
+        return web.Response(status=answer.status, body=body, headers=out)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", forward)
+    runner = web.AppRunner(app)
+    cert, key = ca.server_cert("silent-proxy")
+    async with aiohttp.ClientSession() as client:
+        await runner.setup()
+        host, port = proxy.host.split(":")
+        await web.TCPSite(runner, host, int(port), ssl_context=server_context(cert, key)).start()
+        try:
+            yield proxy
+        finally:
+            await runner.cleanup()
+
+
+async def test_a_401_without_a_challenge_is_answered_after_one_ping(ca, silent_proxy, token_server,
+                                                                    resolver_for, sent):
+    token_server.reset()
+    config = from_mapping({"registries": {silent_proxy.host: {"ca_file": ca.cert_file}}})
+    resolver = resolver_for(config)
+    image = f"{silent_proxy.host}/public/app:v1"
+    result = await resolver.lookup(image)
+    assert isinstance(result, ImageUser) and result.uid == 1201, result
+    assert silent_proxy.pings == [401]
+    assert (await resolver.lookup(image)).uid == 1201
+    assert silent_proxy.pings == [401]  # learned once, per registry
+    assert token_server.count() == 1
+    assert [s.status for s in sent].count(401) == 2  # the challenge-less 401 and the ping, nothing more
