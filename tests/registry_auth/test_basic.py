@@ -18,7 +18,8 @@ def _sources(host: str, user: str, password: str) -> CredentialSources:
 
 
 async def test_basic_credentials_read_a_private_image(basic_registry, resolver_for, sent):
-    resolver = resolver_for(basic_registry.config, _sources(basic_registry.server.host, "alice", ALICE_PASSWORD))
+    alice = _sources(basic_registry.server.host, "alice", ALICE_PASSWORD)
+    resolver = resolver_for(basic_registry.config, alice)
     result = await resolver.lookup(basic_registry.private)
     assert isinstance(result, ImageUser) and result.uid == 1302, result
     await resolver.lookup(basic_registry.private)
