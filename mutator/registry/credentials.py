@@ -85,13 +85,13 @@ class CredentialSources:
 
     async def credentials(self, ref: Reference, *, pull: PullContext | None = None) -> tuple[Credential, ...]:
         """Candidates for reading *ref*, best first, from the first source that has any; () is anonymous."""
+        found: list[Credential] = []
         if pull is not None and self._pods is not None:
             keyring = await self._pods.keyring(pull)
             found = keyring.lookup(ref.name) if keyring else []
-            if found:
-                return tuple(found)
-        if self._plugins is not None:
+        if not found and self._plugins is not None:
             found = (await self._plugins.keyring(ref)).lookup(ref.name)
-            if found:
-                return tuple(found)
-        return tuple(self._docker_config.lookup(ref.name))
+        if not found:
+            found = self._docker_config.lookup(ref.name)
+        log.debug("credentials for %s: %s", ref, ", ".join(map(str, found)) or "none, anonymous")
+        return tuple(found)

@@ -72,9 +72,12 @@ class Credential:
         return hmac.new(_FINGERPRINT_KEY, material.encode(), hashlib.sha256).hexdigest()[:16]
 
     def __str__(self) -> str:
-        who = f"user {self.username!r}" if self.username else "token"
         if self.anonymous:
             who = "anonymous"
+        elif self.identity_token or self.registry_token:
+            who = "identity token" if self.identity_token else "registry token"
+        else:
+            who = f"user {self.username!r}"
         return f"{who} from {self.source or 'unknown source'} ({self.fingerprint})"
 
 

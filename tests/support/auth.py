@@ -138,6 +138,7 @@ class TokenServer:
         self.port = free_port()
         self.realm = f"https://127.0.0.1:{self.port}/token"
         self.hits: list[Hit] = []
+        self.issued: list[str] = []  # every token handed out, for tests that look for leaks
         self.answer_fields: tuple[str, ...] = ("token",)  # which names the token is sent under
         self.expires_in: int | None = 300
         self.issued_at = True
@@ -206,6 +207,8 @@ class TokenServer:
 
     def _answer(self, subject: str, scopes: list[str]) -> dict[str, object]:
         token = self.mint(subject, self._grant(subject, scopes), seconds=self.expires_in or 60)
+        with self._lock:
+            self.issued.append(token)
         answer: dict[str, object] = {name: token for name in self.answer_fields}
         if self.expires_in is not None:
             answer["expires_in"] = self.expires_in
