@@ -151,6 +151,8 @@ class RegistryClient:
                     index, answered = index + 1, False
                     continue
                 raise _denied(ref, endpoint.host, candidates, response.status)
+            if index:  # this lookup's later requests start with the credential that was let in
+                self._credentials = (credential, *(c for c in candidates if c is not credential))
             return response
 
     @asynccontextmanager

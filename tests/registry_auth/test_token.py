@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from mutator import metrics
 from mutator.images import ImageFailure, ImageUser
 from mutator.registry.auth import TokenAuthenticator
 from mutator.registry.credentials import CredentialSources
@@ -30,10 +31,12 @@ def _sources(host: str, **entries: dict[str, str]) -> CredentialSources:
 
 
 async def test_a_public_image_behind_an_anonymous_token(token_registry, token_server, resolver_for):
+    tokens = metrics.REGISTRY_REQUESTS.labels("token", "2xx")
+    counted = tokens._value.get()
     resolver = resolver_for(token_registry.config)
     result = await resolver.lookup(token_registry.public)
     assert isinstance(result, ImageUser) and result.uid == 1201, result
-    assert token_server.count(subject="") == 1
+    assert token_server.count(subject="") == 1 and tokens._value.get() == counted + 1
     # the token is cached: another lookup of the same repository asks the realm nothing
     again = await resolver.lookup(token_registry.public)
     assert again.uid == 1201 and token_server.count() == 1
@@ -65,14 +68,16 @@ async def test_a_user_without_access_is_refused_without_naming_the_secret(token_
     assert BOB_PASSWORD not in result.message
 
 
-async def test_each_matching_credential_is_tried_in_turn(token_registry, token_server, resolver_for):
+async def test_each_matching_credential_is_tried_in_turn(token_registry, token_server, resolver_for, sent):
     # bob's key is more specific, so it is tried first; alice's is let in
     sources = _sources(token_registry.server.host,
                        HOST__private={"username": "bob", "password": BOB_PASSWORD},
                        HOST={"username": "alice", "password": ALICE_PASSWORD})
     result = await resolver_for(token_registry.config, sources).lookup(token_registry.private)
     assert isinstance(result, ImageUser) and result.uid == 1202, result
-    assert token_server.count(subject="bob") >= 1 and token_server.count(subject="alice") >= 1
+    # bob's token grants nothing and is refused once; the lookup's later requests go straight to alice
+    assert token_server.count(subject="bob") == 1 and token_server.count(subject="alice") == 1
+    assert sum(1 for s in sent if "/v2/private/app/" in s.url and s.status == 401) == 2
 
 
 async def test_an_identity_token_takes_the_oauth2_refresh_grant(token_registry, token_server, resolver_for):
