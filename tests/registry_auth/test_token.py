@@ -48,7 +48,8 @@ async def test_a_private_image_is_refused_anonymously(token_registry, resolver_f
     assert "requires authentication (HTTP 401) and no credentials match this image" in result.message
 
 
-async def test_basic_credentials_are_exchanged_for_a_token(token_registry, token_server, resolver_for):
+async def test_basic_credentials_are_exchanged_for_a_token(token_registry, token_server, resolver_for,
+                                                           sent):
     host = token_registry.server.host
     sources = _sources(host, HOST={"username": "alice", "password": ALICE_PASSWORD})
     resolver = resolver_for(token_registry.config, sources)
@@ -56,8 +57,12 @@ async def test_basic_credentials_are_exchanged_for_a_token(token_registry, token
     assert isinstance(result, ImageUser) and result.uid == 1202, result
     assert token_server.count(subject="alice") == 1 and token_server.count() == 1
     await resolver.lookup(token_registry.private)
+    before = len(sent)
     await resolver.lookup(token_registry.public)  # another scope: its own token
     assert token_server.count(subject="alice") == 2
+    # the registry's challenge is known by now: the token is fetched before the first request, no 401
+    assert [s.status for s in sent[before:]] == [200] * (len(sent) - before)
+    assert sent[before].url.startswith(token_server.realm)
 
 
 async def test_a_user_without_access_is_refused_without_naming_the_secret(token_registry, resolver_for):
