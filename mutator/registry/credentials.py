@@ -87,7 +87,12 @@ class CredentialSources:
         """Candidates for reading *ref*, best first, from the first source that has any; () is anonymous."""
         found: list[Credential] = []
         if pull is not None and self._pods is not None:
-            keyring = await self._pods.keyring(pull)
+            try:
+                keyring = await self._pods.keyring(pull)
+            except Exception as exc:  # the Pod's secrets unreadable: the node's sources still apply
+                log.warning("pull secrets of %s in %s could not be read: %s", pull.service_account,
+                            pull.namespace, exc)
+                keyring = None
             found = keyring.lookup(ref.name) if keyring else []
         if not found and self._plugins is not None:
             found = (await self._plugins.keyring(ref)).lookup(ref.name)

@@ -162,6 +162,8 @@ class FakePods:
 
     async def keyring(self, pod: PullContext) -> Keyring | None:
         self.asked.append(pod)
+        if pod.namespace == "broken":
+            raise OSError("the API server is not answering")
         return self.keyrings.get(pod.namespace)
 
 
@@ -184,6 +186,15 @@ async def test_the_first_source_with_matching_credentials_wins(plugin, token_reg
     refused = await resolver.lookup(token_registry.private, pull=PullContext(namespace="team-b"))
     assert isinstance(refused, ImageFailure) and "plugin test-plugin" in refused.message
     assert len(plugin.invocations()) == 1 and [p.namespace for p in pods.asked] == ["team-a", "team-b"]
+
+
+async def test_unreadable_pod_secrets_fall_through_to_the_node(plugin, token_registry, resolver_for, caplog):
+    plugin.configure()  # alice, from the node's plugin
+    sources = CredentialSources(pods=FakePods({}), plugins=plugin.plugins())
+    broken = PullContext(namespace="broken", service_account="builder")
+    result = await resolver_for(token_registry.config, sources).lookup(token_registry.private, pull=broken)
+    assert isinstance(result, ImageUser) and result.uid == 1202, result
+    assert "pull secrets of builder in broken could not be read: the API server is not" in caplog.text
 
 
 @pytest.mark.parametrize(("change", "message"), [
