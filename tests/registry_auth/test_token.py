@@ -92,6 +92,17 @@ async def test_an_identity_token_takes_the_oauth2_refresh_grant(token_registry, 
     assert [h.method for h in token_server.hits] == ["POST"]
 
 
+async def test_an_identity_token_falls_back_to_the_get_where_oauth2_is_not_spoken(
+    token_registry, token_server, resolver_for
+):
+    token_server.oauth2 = False
+    sources = _sources(token_registry.server.host, HOST={"identitytoken": ALICE_REFRESH})
+    result = await resolver_for(token_registry.config, sources).lookup(token_registry.private)
+    assert isinstance(result, ImageUser) and result.uid == 1202, result
+    assert [(h.method, h.status, h.subject) for h in token_server.hits] == [("POST", 404, ""),
+                                                                           ("GET", 200, "alice")]
+
+
 async def test_a_registry_token_is_sent_as_it_is(token_registry, token_server, resolver_for):
     bearer = token_server.mint("alice", [{"type": "repository", "name": "private/app", "actions": ["pull"]}])
     sources = _sources(token_registry.server.host, HOST={"registrytoken": bearer})

@@ -142,6 +142,7 @@ class TokenServer:
         self.answer_fields: tuple[str, ...] = ("token",)  # which names the token is sent under
         self.expires_in: int | None = 300
         self.issued_at = True
+        self.oauth2 = True  # False: the POST refresh grant is answered 404, as GET-only realms do
         self._lock = threading.Lock()
         # the signing key and its self-signed certificate, which the registry's rootcertbundle holds
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -177,7 +178,7 @@ class TokenServer:
     def reset(self) -> None:
         with self._lock:
             self.hits.clear()
-        self.answer_fields, self.expires_in, self.issued_at = ("token",), 300, True
+        self.answer_fields, self.expires_in, self.issued_at, self.oauth2 = ("token",), 300, True, True
 
     def count(self, *, subject: str | None = None) -> int:
         with self._lock:
@@ -241,10 +242,13 @@ class TokenServer:
                 header = self.headers.get("Authorization", "")
                 if header.startswith("Basic "):
                     user, _, password = base64.b64decode(header[6:]).decode().partition(":")
-                    if server.policy.users.get(user) != password:
+                    # a refresh token may stand in for a password, whatever the user name
+                    subject = server.policy.refresh_tokens.get(password, "")
+                    if not subject and server.policy.users.get(user) == password:
+                        subject = user
+                    if not subject:
                         self._reply(401, user, scopes)
                         return
-                    subject = user
                 if query.get("service") != [server.service]:
                     self._reply(400, subject, scopes, {"error": "unknown service"})
                     return
@@ -254,6 +258,9 @@ class TokenServer:
                 length = int(self.headers.get("Content-Length", "0"))
                 form = urllib.parse.parse_qs(self.rfile.read(length).decode())
                 scopes = " ".join(form.get("scope", [])).split()
+                if not server.oauth2:
+                    self._reply(404, "", scopes)
+                    return
                 user = server.policy.refresh_tokens.get(form.get("refresh_token", [""])[0])
                 if form.get("grant_type") != ["refresh_token"] or user is None:
                     self._reply(401, user or "", scopes)
