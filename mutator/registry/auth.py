@@ -160,11 +160,12 @@ class TokenAuthenticator:
         origin = origin_of(url)
         if credential.registry_token:
             return False  # a registry token is all there is: a 401 is the registry's answer
+        known = self._challenges.get(origin)
         learned = self._learn(origin, challenge) if challenge else await self._ping(registry, origin)
         if learned is None:
             return False
-        if learned.scheme == "basic":
-            return not credential.anonymous
+        if learned.scheme == "basic":  # worth a retry unless these credentials were just sent, and refused
+            return not credential.anonymous and known != learned
         scope = parse_challenge(challenge)[1].get("scope") if challenge else None
         scope = scope or pull_scope(repository)
         # The token we sent (if any) was refused: expired early or revoked. Fetch anew once.

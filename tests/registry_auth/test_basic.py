@@ -28,7 +28,7 @@ async def test_basic_credentials_read_a_private_image(basic_registry, resolver_f
     assert all(s.status == 200 for s in sent[2:])
 
 
-async def test_no_credentials_and_wrong_credentials_are_refused(basic_registry, resolver_for):
+async def test_no_credentials_and_wrong_credentials_are_refused(basic_registry, resolver_for, sent):
     anonymous = await resolver_for(basic_registry.config).lookup(basic_registry.private)
     assert isinstance(anonymous, ImageFailure) and not anonymous.temporary
     assert "requires authentication" in anonymous.message
@@ -37,6 +37,10 @@ async def test_no_credentials_and_wrong_credentials_are_refused(basic_registry, 
     result = await wrong.lookup(basic_registry.private)
     assert isinstance(result, ImageFailure) and "refused every matching credential" in result.message
     assert "not-it" not in result.message
+    # once Basic is known, credentials refused up front are not sent a second time
+    before = len(sent)
+    assert isinstance(await wrong.lookup(basic_registry.private), ImageFailure)
+    assert [s.status for s in sent[before:]] == [401]
 
 
 async def test_credentials_for_another_port_are_not_offered(basic_registry, resolver_for, sent):
