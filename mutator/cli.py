@@ -171,9 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         config = config_module.load(args.config)
-        if args.command in ("review", "resolve"):
-            docker_config = _docker_config(args, config)
-            args.credentials = CredentialSources.from_config(config, docker_config=docker_config)
+        # Credential files are read now so that a broken one is a clear error, not a traceback
+        # (serve reads them again when it starts its registry session).
+        docker_config = _docker_config(args, config) if args.command != "serve" else None
+        args.credentials = CredentialSources.from_config(config, docker_config=docker_config)
     except ConfigError as exc:
         print(f"mutator: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -93,3 +93,26 @@ def test_no_secret_appears_in_verbose_output(files, tmp_path, token_server, toke
     for secret in secrets:
         assert secret not in output
     assert "DEBUG" in output  # the run did log at debug level
+
+
+def test_serve_refuses_a_broken_credential_file_before_it_starts(tmp_path):
+    broken = tmp_path / "config.json"
+    broken.write_text("[not an object")
+    config = tmp_path / "mutator.yaml"
+    config.write_text(yaml.safe_dump({"docker_config": str(broken)}))
+    result = mutator("serve", "--config", str(config), "--dev", "--listen", "127.0.0.1:0")
+    assert result.returncode == 2 and f"docker config {broken} is not JSON" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_review_reads_a_pod_with_the_docker_config(files, token_registry, tmp_path):
+    config, docker = files
+    pod = tmp_path / "pod.yaml"
+    pod.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                                   "spec": {"containers": [{"name": "c", "image": token_registry.private}]}}))
+    result = mutator("review", "--config", str(config), "--docker-config", str(docker / "config.json"),
+                     str(pod))
+    assert result.returncode == 0, result.stdout + result.stderr
+    patch = json.loads(base64.b64decode(json.loads(result.stdout)["response"]["patch"]))
+    (context,) = [op["value"] for op in patch if op["path"] == "/spec/containers/0/securityContext"]
+    assert (context["runAsUser"], context["runAsGroup"]) == (1202, 1202), patch
