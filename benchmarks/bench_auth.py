@@ -6,10 +6,12 @@ Everything runs on loopback over TLS from a test CA: docker-registry without
 auth (the baseline), with htpasswd Basic, and with token auth backed by the
 tests' token server; a credential provider plugin script for the plugin path.
 
-"cold" is a fresh client: no challenge, token or plugin answer cached (the
-connection pool is kept, so TLS handshakes are not counted). "warm" is the same
-client's next request. Round trips count every HTTP request made, tokens and
-pings included; the plugin's exec is not a round trip but is in the time.
+"cold" is a fresh client: no challenge, token or plugin answer cached, and new
+TLS connections (the baseline's cold figure is that handshake). "warm" is the
+same client's next request; "new repository" its first request for another
+repository of a registry whose challenge it knows. Round trips count every HTTP
+request made, tokens and pings included; a plugin's exec is in the time only.
+The token server is the tests' own (Python, a TLS handshake per token).
 """
 
 from __future__ import annotations
@@ -45,20 +47,25 @@ def _push(server: RegistryServer, ca: TestCA, repository: str, authorization: st
 
 
 async def measure(name: str, session: aiohttp.ClientSession, count: list[int], config: Config, image: str,
-                  credentials: Callable[[], object], rounds: int) -> None:
-    ref = reference.parse(image)
-    cold_ms, warm_ms, cold_trips, warm_trips = [], [], [], []
+                  credentials: Callable[[], object], rounds: int, *, then: str | None = None) -> None:
+    """Cold, then warm; with *then*, a third request for another repository of the same registry
+    (its challenge known, its token not yet fetched)."""
+    refs = [reference.parse(image), reference.parse(image)] + ([reference.parse(then)] if then else [])
+    ms: list[list[float]] = [[] for _ in refs]
+    trips: list[list[int]] = [[] for _ in refs]
     for _ in range(rounds):
         client = RegistryClient(session=session, registries=config.registry)
         lookup = credentials()  # a fresh source (e.g. a plugin with an empty cache) per cold client
-        for samples, trips in ((cold_ms, cold_trips), (warm_ms, warm_trips)):
+        for i, ref in enumerate(refs):
             before, started = count[0], time.perf_counter()
             creds = await lookup.credentials(ref) if isinstance(lookup, CredentialSources) else lookup
             await client.with_credentials(creds).manifest(ref, ref.identifier)  # type: ignore[arg-type]
-            samples.append((time.perf_counter() - started) * 1000)
-            trips.append(count[0] - before)
-    print(f"  {name:<28} cold {statistics.median(cold_trips):3.0f} RT {statistics.median(cold_ms):7.1f} ms"
-          f"    warm {statistics.median(warm_trips):3.0f} RT {statistics.median(warm_ms):7.1f} ms")
+            ms[i].append((time.perf_counter() - started) * 1000)
+            trips[i].append(count[0] - before)
+    columns = ["cold", "warm", "new repository"]
+    print(f"  {name:<20}" + "".join(
+        f"   {columns[i]} {statistics.median(trips[i]):2.0f} RT {statistics.median(ms[i]):6.1f} ms"
+        for i in range(len(refs))))
 
 
 async def run(rounds: int) -> None:
@@ -109,7 +116,8 @@ async def run(rounds: int) -> None:
             print(f"one manifest GET over TLS on loopback, medians of {rounds} rounds:")
             await measure("no auth (baseline)", session, count, config, images["plain"], lambda: (), rounds)
             await measure("anonymous token", session, count, config, images["public"], lambda: (), rounds)
-            await measure("basic -> token", session, count, config, images["private"], lambda: alice, rounds)
+            await measure("basic -> token", session, count, config, images["private"], lambda: alice, rounds,
+                          then=images["public"])
             await measure("basic (htpasswd)", session, count, config, images["basic"], lambda: alice, rounds)
             await measure("plugin -> basic", session, count, config, images["basic"], plugins, rounds)
     finally:
