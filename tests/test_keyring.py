@@ -94,6 +94,7 @@ def test_malformed_entries_are_skipped_with_a_reason(caplog):
                 "wrong-type.io": {"username": 7, "password": "x"},
                 "empty.io": {"email": "only@mail"},
                 "has space.io": {"auth": _auth("u", "p")},
+                "newline-token.io": {"registrytoken": "abc\r\nX-Evil: 1"},
                 "good.io": {"auth": _auth("u", "p")},
             }
         },
@@ -101,8 +102,10 @@ def test_malformed_entries_are_skipped_with_a_reason(caplog):
     )
     assert len(keyring) == 1
     assert _users(keyring.lookup("good.io/app")) == ["u"]
-    for key in ("bad-base64.io", "no-colon.io", "not-object.io", "wrong-type.io", "empty.io", "has space.io"):
+    for key in ("bad-base64.io", "no-colon.io", "not-object.io", "wrong-type.io", "empty.io", "has space.io",
+                "newline-token.io"):
         assert key in caplog.text
+    assert "X-Evil" not in caplog.text
 
 
 @pytest.mark.parametrize("document", [[], "text", {"auths": ["x"]}, {"auths": None}])

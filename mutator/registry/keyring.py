@@ -179,6 +179,10 @@ def _entry_credential(entry: Any, *, source: str) -> Credential | str:
         if value is not None and not isinstance(value, str):
             return f"{name!r} is not a string"
         fields[name] = value or ""
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in fields["registrytoken"]):
+        # it goes into a header as it is: a control character would make the request fail
+        # with an error that quotes the header, secret and all
+        return "'registrytoken' holds whitespace or control characters"
     username, password = fields["username"], fields["password"]
     if entry.get("auth"):
         decoded = _decode_auth(entry["auth"])
