@@ -38,7 +38,7 @@ import aiohttp
 from cachetools import LRUCache, TLRUCache
 
 from mutator.errors import RegistryError, RegistryUnavailable
-from mutator.registry.keyring import Credential
+from mutator.registry.keyring import Credential, header_safe
 from mutator.registry.transport import measured
 
 log = logging.getLogger(__name__)
@@ -281,7 +281,7 @@ class TokenAuthenticator:
             raise RegistryError(f"the token realm of {registry} answered HTTP {status}",
                                 status=status, temporary=status == 429 or status >= 500)
         value = answer.get("token") or answer.get("access_token")
-        if not isinstance(value, str) or not value or any(c in value for c in "\r\n"):
+        if not isinstance(value, str) or not value or not header_safe(value):
             raise RegistryError(f"the token realm of {registry} answered without a usable token")
         lifetime = token_lifetime(answer, now_wall=time.time())
         expires_at = self._clock() + lifetime - refresh_margin(lifetime)

@@ -155,6 +155,11 @@ def specificity(key: _Key) -> tuple[int, int, int]:
     return (-len(key.path), key.wildcards, -len(key.labels))
 
 
+def header_safe(value: str) -> bool:
+    """True when *value* can go into an ``Authorization`` header as it is (no whitespace or controls)."""
+    return not any(ord(c) < 0x21 or ord(c) == 0x7F for c in value)
+
+
 def _decode_auth(value: Any) -> tuple[str, str] | str:
     """``auth`` is base64 of ``user:password``; a reason string when it is not."""
     if not isinstance(value, str):
@@ -179,7 +184,7 @@ def _entry_credential(entry: Any, *, source: str) -> Credential | str:
         if value is not None and not isinstance(value, str):
             return f"{name!r} is not a string"
         fields[name] = value or ""
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in fields["registrytoken"]):
+    if not header_safe(fields["registrytoken"]):
         # it goes into a header as it is: a control character would make the request fail
         # with an error that quotes the header, secret and all
         return "'registrytoken' holds whitespace or control characters"
