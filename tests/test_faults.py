@@ -194,7 +194,7 @@ class _Bearer:
         return {"Authorization": "Bearer not-for-other-hosts"}
 
     async def challenged(self, *, registry: str, url: str, repository: str, credential: Credential,
-                         challenge: str) -> bool:
+                         challenge: str, sent: str) -> bool:
         return False
 
 

@@ -75,8 +75,11 @@ class Authenticator(Protocol):
         ...
 
     async def challenged(self, *, registry: str, url: str, repository: str,
-                         credential: Credential, challenge: str) -> bool:
-        """Handle a 401 to a request made with *credential*: True when it is worth retrying."""
+                         credential: Credential, challenge: str, sent: str) -> bool:
+        """Handle a 401 to a request made with *credential* (*sent*: its Authorization header, if any).
+
+        True when a retry is worth it.
+        """
         ...
 
 
@@ -156,21 +159,23 @@ class TokenAuthenticator:
         return {"Authorization": f"Bearer {token.value}"} if token else {}
 
     async def challenged(self, *, registry: str, url: str, repository: str,
-                         credential: Credential, challenge: str) -> bool:
+                         credential: Credential, challenge: str, sent: str) -> bool:
         origin = origin_of(url)
         if credential.registry_token:
             return False  # a registry token is all there is: a 401 is the registry's answer
-        known = self._challenges.get(origin)
         learned = self._learn(origin, challenge) if challenge else await self._ping(registry, origin)
         if learned is None:
             return False
         if learned.scheme == "basic":  # worth a retry unless these credentials were just sent, and refused
-            return not credential.anonymous and known != learned
+            return not credential.anonymous and sent != _basic(credential.username, credential.password)
         scope = parse_challenge(challenge)[1].get("scope") if challenge else None
-        scope = scope or pull_scope(repository)
-        # The token we sent (if any) was refused: expired early or revoked. Fetch anew once.
-        self._tokens.pop((origin, scope, credential.fingerprint), None)
-        return await self._token(registry, url, learned, scope, credential) is not None
+        key = (origin, scope or pull_scope(repository), credential.fingerprint)
+        cached = self._tokens.get(key)
+        if cached is not None:
+            if sent != f"Bearer {cached.value}":
+                return True  # fetched by a concurrent request meanwhile: retry with it
+            self._tokens.pop(key, None)  # the token we sent was refused (revoked, expired early)
+        return await self._token(registry, url, learned, key[1], credential) is not None
 
     # -- challenges --------------------------------------------------------------------------
     def _learn(self, origin: str, header: str) -> Challenge | None:

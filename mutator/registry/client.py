@@ -141,7 +141,8 @@ class RegistryClient:
             if response.status == 401 and not answered:
                 challenge = response.headers.get("WWW-Authenticate", "")
                 if await self._auth.challenged(registry=endpoint.host, url=url, repository=ref.repository,
-                                               credential=credential, challenge=challenge):
+                                               credential=credential, challenge=challenge,
+                                               sent=headers.get("Authorization", "")):
                     response.close()
                     answered = True  # the retry with what the challenge taught us
                     continue
