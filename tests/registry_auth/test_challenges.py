@@ -15,7 +15,9 @@ import pytest
 from aiohttp import web
 
 from mutator.config import from_mapping
-from mutator.images import ImageUser
+from mutator.images import ImageFailure, ImageUser
+from mutator.registry.credentials import CredentialSources
+from mutator.registry.keyring import Keyring
 from mutator.tls import server_context
 from tests.support.net import free_port
 
@@ -73,3 +75,43 @@ async def test_a_401_without_a_challenge_is_answered_after_one_ping(ca, silent_p
     assert silent_proxy.pings == [401]  # learned once, per registry
     assert token_server.count() == 1
     assert [s.status for s in sent].count(401) == 2  # the challenge-less 401 and the ping, nothing more
+
+
+async def test_credentials_are_never_sent_to_a_plain_http_realm(ca, resolver_for):
+    """An HTTPS registry naming an http:// realm would have the password cross the network in clear."""
+    realm_hits: list[str] = []
+
+    async def realm(request: web.Request) -> web.Response:
+        realm_hits.append(request.headers.get("Authorization", ""))
+        return web.json_response({"token": "t"})
+
+    registry_host = f"127.0.0.1:{free_port()}"
+    realm_port = free_port()
+
+    async def challenge(request: web.Request) -> web.Response:
+        return web.Response(status=401, headers={
+            "WWW-Authenticate": f'Bearer realm="http://127.0.0.1:{realm_port}/token",service="s"'})
+
+    registry_app, realm_app = web.Application(), web.Application()
+    registry_app.router.add_get("/{tail:.*}", challenge)
+    realm_app.router.add_get("/token", realm)
+    runners = [web.AppRunner(registry_app), web.AppRunner(realm_app)]
+    cert, key = ca.server_cert("http-realm-registry")
+    for runner in runners:
+        await runner.setup()
+    try:
+        await web.TCPSite(runners[0], "127.0.0.1", int(registry_host.split(":")[1]),
+                          ssl_context=server_context(cert, key)).start()
+        await web.TCPSite(runners[1], "127.0.0.1", realm_port).start()
+        config = from_mapping({"registries": {registry_host: {"ca_file": ca.cert_file}}})
+        keyring = Keyring.from_docker_config(
+            {"auths": {registry_host: {"username": "alice", "password": "never-in-clear"}}}, source="test")
+        result = await resolver_for(config, CredentialSources(docker_config=keyring)).lookup(
+            f"{registry_host}/team/app:v1")
+        assert isinstance(result, ImageFailure) and not result.temporary
+        assert f"asks for credentials to be sent to a plain-HTTP realm http://127.0.0.1:{realm_port}" \
+            in result.message
+        assert realm_hits == []
+    finally:
+        for runner in runners:
+            await runner.cleanup()
