@@ -1,6 +1,8 @@
 """An OCI distribution client, just big enough to find an image's user.
 
-``reference`` parses names, ``auth`` answers registry challenges, ``transport``
+``reference`` parses names, ``keyring`` says which credentials apply to an image,
+``credentials`` chains where they come from (the Pod, ``plugins``, a Docker config),
+``auth`` answers registry challenges with them, ``transport``
 decides where a request goes (mirrors, TLS) and how long it may retry,
 ``platforms`` picks an index entry as the node would, ``client`` fetches
 manifests and blobs (verifying digests), and ``rootfs`` scans layers for
