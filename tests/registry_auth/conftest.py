@@ -11,7 +11,8 @@ import pytest
 
 from mutator.config import Config, from_mapping
 from mutator.registry.client import RegistryClient
-from mutator.registry.credentials import CredentialSources
+from mutator.registry.credentials import CredentialSources, PullContext
+from mutator.registry.keyring import Keyring
 from mutator.resolver import Resolver
 from tests.support.auth import TestCA, TokenPolicy, TokenServer, basic, htpasswd
 from tests.support.images import Pusher, layer, passwd
@@ -125,3 +126,16 @@ def resolver_for(session: aiohttp.ClientSession):
         client = RegistryClient(session=session, registries=config.registry, **client_options)
         return Resolver(client=client, config=config, credentials=sources)
     return make
+
+
+class FakePods:
+    """Stands in for the Kubernetes-backed hook: a fixed keyring per namespace."""
+
+    def __init__(self, keyrings: dict[str, Keyring]) -> None:
+        self.keyrings, self.asked = keyrings, []
+
+    async def keyring(self, pod: PullContext) -> Keyring | None:
+        self.asked.append(pod)
+        if pod.namespace == "broken":
+            raise OSError("the API server is not answering")
+        return self.keyrings.get(pod.namespace)

@@ -14,7 +14,7 @@ from mutator.images import ImageFailure, ImageUser
 from mutator.registry.credentials import CredentialSources, PullContext
 from mutator.registry.keyring import Keyring
 from mutator.registry.plugins import PluginCredentials, load_providers, parse_duration
-from tests.registry_auth.conftest import ALICE_PASSWORD, BOB_PASSWORD
+from tests.registry_auth.conftest import ALICE_PASSWORD, BOB_PASSWORD, FakePods
 
 pytestmark = pytest.mark.registry
 
@@ -152,19 +152,6 @@ async def test_a_plugin_is_not_run_for_images_it_does_not_match(plugin, token_re
     result = await resolver_for(token_registry.config, CredentialSources(plugins=plugin.plugins())) \
         .lookup(token_registry.public)
     assert result.uid == 1201 and plugin.invocations() == []
-
-
-class FakePods:
-    """Stands in for the Kubernetes-backed hook: a fixed keyring per namespace."""
-
-    def __init__(self, keyrings: dict[str, Keyring]) -> None:
-        self.keyrings, self.asked = keyrings, []
-
-    async def keyring(self, pod: PullContext) -> Keyring | None:
-        self.asked.append(pod)
-        if pod.namespace == "broken":
-            raise OSError("the API server is not answering")
-        return self.keyrings.get(pod.namespace)
 
 
 async def test_the_first_source_with_matching_credentials_wins(plugin, token_registry, resolver_for):

@@ -9,10 +9,10 @@ import pytest
 from mutator import metrics
 from mutator.images import ImageFailure, ImageUser
 from mutator.registry.auth import TokenAuthenticator
-from mutator.registry.credentials import CredentialSources
+from mutator.registry.credentials import CredentialSources, PullContext
 from mutator.registry.keyring import Keyring
 from mutator.registry.transport import Transport
-from tests.registry_auth.conftest import ALICE_PASSWORD, ALICE_REFRESH, BOB_PASSWORD
+from tests.registry_auth.conftest import ALICE_PASSWORD, ALICE_REFRESH, BOB_PASSWORD, FakePods
 
 pytestmark = pytest.mark.registry
 
@@ -147,3 +147,17 @@ async def test_concurrent_lookups_share_one_token_fetch(token_registry, token_se
     assert all(r.uid == 1201 for r in results)
     assert token_server.count() == 1
 
+
+
+async def test_one_pods_token_never_serves_another(token_registry, token_server, resolver_for):
+    """Tokens are cached per credential: alice's token is not what a Pod without credentials gets."""
+    alice = Keyring.from_docker_config(
+        {"auths": {token_registry.server.host: {"username": "alice", "password": ALICE_PASSWORD}}},
+        source="secret team-a/pull")
+    resolver = resolver_for(token_registry.config, CredentialSources(pods=FakePods({"team-a": alice})))
+    team_a, team_b = PullContext(namespace="team-a"), PullContext(namespace="team-b")
+    assert (await resolver.lookup(token_registry.private, pull=team_a)).uid == 1202
+    refused = await resolver.lookup(token_registry.private, pull=team_b)
+    assert isinstance(refused, ImageFailure) and "no credentials match this image" in refused.message
+    assert (await resolver.lookup(token_registry.private, pull=team_a)).uid == 1202
+    assert token_server.count(subject="alice") == 1 and token_server.count(subject="") >= 1
