@@ -179,12 +179,17 @@ class PluginCredentials:
         running = self._running.get(key)
         if running is None:
             running = self._running[key] = asyncio.ensure_future(self._run(provider, ref))
-            running.add_done_callback(lambda _done, key=key: self._running.pop(key, None))
+            running.add_done_callback(lambda done, key=key: self._finished(key, done))
         try:
             return await asyncio.shield(running)
         except CredentialProviderError as exc:
             log.warning("credential provider %s gave nothing for %s: %s", provider.name, image, exc)
             return Keyring()
+
+    def _finished(self, key: tuple[str, str], done: asyncio.Future[Keyring]) -> None:
+        self._running.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved, so a run whose callers all left is not reported as lost
 
     async def _run(self, provider: Provider, ref: Reference) -> Keyring:
         image = str(ref)
