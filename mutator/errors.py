@@ -59,8 +59,24 @@ class UnsupportedImage(ImageError):
     """The image uses a format this version cannot read (e.g. a layer media type)."""
 
 
-class UserNotFound(ImageError):
+class UnresolvableUser(ImageError):
+    """The image's USER cannot be turned into ids the node would really use; not temporary."""
+
+
+class UserNotFound(UnresolvableUser):
     """The USER names a user or group that the image's own files do not define."""
+
+
+class InvalidUserSpec(UnresolvableUser):
+    """A USER part is a number outside 0..2147483647: invalid, and never looked up as a name."""
+
+
+class InvalidAccountEntry(UnresolvableUser):
+    """The passwd/group line a lookup hits has an id field the node would misread (e.g. as 0)."""
+
+
+class UnsafePatch(MutatorError):
+    """A patch would set an id outside 1..2147483647; the policy refuses instead of patching it."""
 
 
 class DeadlineExceeded(ImageError):

@@ -1,20 +1,70 @@
-"""``/etc/passwd`` and ``/etc/group`` parsing, and resolution of a ``USER`` spec.
+"""``/etc/passwd`` and ``/etc/group`` read the way the node reads them, and a ``USER`` spec resolved.
 
-The semantics follow what runc and crun do when they start a container whose
-config says ``USER spec``: the part before ``:`` is the user, the part after it
-the group; a number is taken as-is, a name is looked up in the image's own
-files, first match wins (as ``getpwnam`` does). Without a group part the user's
-primary gid from passwd applies.
+The node is containerd (``oci.WithUser``) parsing the image's files with
+moby's ``user`` package. Its quirks matter, because the uid we patch must be
+the uid the container would have run as, and never a different one:
+
+- ``USER`` is split on the first ``:``; a part that ``strconv.Atoi`` reads
+  (ASCII digits, optional sign) and that lies in 0..2147483647 is an id, any
+  other part is a *name* looked up in the image's files. Non-ASCII digits
+  (Arabic-Indic or fullwidth ``USER 1000``) fail ``Atoi`` and are therefore names, here too.
+- A digits-only part outside 0..2147483647 was looked up as a *name* until
+  CVE-2026-46680, so a crafted passwd line named ``4294967296`` made it root.
+  We refuse such a part outright and never look it up.
+- passwd lines are split on ``\\n`` only, trimmed of Go's white space, and split
+  on ``:``; the first line whose name field equals the name wins (as
+  ``getpwnam``). Comments and NIS ``+``/``-`` lines get no special meaning in
+  passwd (moby skips ``#`` lines in group only), so they are just lines whose
+  name starts with that character.
+- An id field goes through ``Atoi`` with the error ignored and is then cast to
+  ``uint32``: ``abc``, an empty or a missing field become **0**, and
+  ``4294967296`` wraps to **0**. We never reproduce that: a lookup that hits a
+  line whose uid or gid field is not a plain ASCII decimal in 0..2147483647 (the
+  API server's limit) is unresolvable, with the line named.
+- moby reads passwd with ``bufio.Scanner``'s 64 KiB line limit (group: 1 MiB);
+  a longer line anywhere stops the parse with an error and the container does
+  not start. We say so instead of reading on.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
-from mutator.errors import UserNotFound
+from mutator.errors import InvalidAccountEntry, InvalidUserSpec, UserNotFound
 
-MAX_ID = 2**32 - 2  # (uid_t)-1 is "no change" for setuid(2) and never a real id
+MAX_ID = 2**31 - 1  # the API server's limit for runAsUser/runAsGroup, and runc's (math.MaxInt32)
+PASSWD_MAX_LINE = 64 * 1024 - 1  # bufio.MaxScanTokenSize, the line and its "\n" must fit
+GROUP_MAX_LINE = 1024 * 1024 - 1  # moby/sys/user raises the group scanner's buffer to 1 MiB
+
+_ATOI = re.compile(r"[+-]?[0-9]+")  # strconv.Atoi's base-10 syntax; [0-9] is ASCII only, unlike \d
+_PLAIN = re.compile(rb"[0-9]+")
+_ASCII_SPACE = b" \t\n\v\f\r"
+# unicode.IsSpace, which Go's bytes.TrimSpace uses (Python's str.strip() also strips \x1c-\x1f).
+_GO_SPACE = " \t\n\v\f\r\x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + (
+    "\u2028\u2029\u202f\u205f\u3000"
+)
+_PREVIEW = 60
+
+
+def _atoi(text: str) -> int | None:
+    """Go's ``strconv.Atoi``: ``None`` on a syntax error, clamped to int64 on a range error.
+
+    Never builds a huge int from a long run of digits.
+    """
+    if not _ATOI.fullmatch(text):
+        return None
+    digits = text.lstrip("+-").lstrip("0") or "0"
+    value = int(digits) if len(digits) <= 19 else 2**63
+    value = -value if text.startswith("-") else value
+    return max(-(2**63), min(2**63 - 1, value))
+
+
+def _spec_id(text: str) -> int | None:
+    value = _atoi(text)
+    return value if value is not None and 0 <= value <= MAX_ID else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,12 +75,37 @@ class UserSpec:
     group: str | None
 
     @property
+    def user_id(self) -> int | None:
+        return _spec_id(self.user)
+
+    @property
+    def group_id(self) -> int | None:
+        return None if self.group is None else _spec_id(self.group)
+
+    @property
     def user_is_numeric(self) -> bool:
-        return _as_id(self.user) is not None
+        return self.user_id is not None
 
     @property
     def group_is_numeric(self) -> bool:
-        return self.group is not None and _as_id(self.group) is not None
+        return self.group_id is not None
+
+    @property
+    def problem(self) -> str | None:
+        """Why the spec is invalid: a number outside the id range, which must never become a name."""
+        for what, part in (("user", self.user), ("group", self.group)):
+            if part is not None and _atoi(part) is not None and _spec_id(part) is None:
+                shown = part if len(part) <= 24 else part[:20] + "…"
+                return (f"USER {what} part {shown!r} is a number outside 0..{MAX_ID}: invalid, "
+                        "and never looked up as a name")
+        return None
+
+    @property
+    def needs_files(self) -> bool:
+        """True when the image's passwd or group must be read to know the ids."""
+        if self.problem is not None:
+            return False
+        return not self.user_is_numeric or (self.group is not None and not self.group_is_numeric)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,70 +127,130 @@ def split_user(spec: str) -> UserSpec | None:
     return UserSpec(user=user, group=group if sep and group else None)
 
 
-def _as_id(text: str) -> int | None:
-    if not text.isascii() or not text.isdigit():
-        return None
-    value = int(text)
-    return value if value <= MAX_ID else None
+def _trim(line: bytes) -> bytes:
+    """Go's ``bytes.TrimSpace``: ASCII white space, and Unicode white space when the line has any."""
+    line = line.strip(_ASCII_SPACE)
+    if line and (line[0] >= 0x80 or line[-1] >= 0x80):
+        line = line.decode("utf-8", "surrogateescape").strip(_GO_SPACE).encode("utf-8", "surrogateescape")
+    return line
 
 
-def _records(data: bytes, fields: int) -> list[list[str]]:
-    rows = []
-    for raw in data.decode("utf-8", errors="replace").splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", "+", "-")):
+@dataclass(frozen=True, slots=True)
+class _Line:
+    number: int
+    fields: list[bytes]
+
+    def preview(self) -> str:
+        text = b":".join(self.fields).decode("utf-8", "replace")
+        return repr(text if len(text) <= _PREVIEW else text[: _PREVIEW - 1] + "…")
+
+
+def _lines(data: bytes, *, path: str, max_line: int, comments: bool) -> Iterator[_Line]:
+    """Every non-blank line as moby's scanner yields it; raises on a line the scanner cannot hold."""
+    start, number, size = 0, 0, len(data)
+    while start < size:
+        end = data.find(b"\n", start)
+        if end < 0:
+            end = size
+        number += 1
+        if end - start > max_line:
+            raise InvalidAccountEntry(
+                f"line {number} of {path} is {end - start} bytes long: the node's parser stops at "
+                f"{max_line + 1} bytes and the container would not start"
+            )
+        raw = data[start:end]
+        start = end + 1
+        line = _trim(raw[:-1] if raw.endswith(b"\r") else raw)
+        if not line or (comments and line.startswith(b"#")):
             continue
-        parts = line.split(":")
-        if len(parts) < fields:
+        yield _Line(number, line.split(b":"))
+
+
+def _go_int(field: bytes | None) -> int:
+    """What moby makes of an id field: ``Atoi`` with its error ignored (a bad field is 0)."""
+    if field is None:
+        return 0
+    return _atoi(field.decode("ascii", "replace")) or 0
+
+
+def _node_id(field: bytes | None) -> int:
+    """The id containerd then runs with: moby's value cast to ``uint32`` (4294967296 → 0)."""
+    return _go_int(field) & 0xFFFFFFFF
+
+
+def _checked_id(line: _Line, index: int, what: str, path: str) -> int:
+    """A plain ASCII decimal id in 0..MAX_ID, or :class:`InvalidAccountEntry` naming the line."""
+    field = line.fields[index] if index < len(line.fields) else None
+    if field is not None and _PLAIN.fullmatch(field):
+        digits = field.lstrip(b"0") or b"0"
+        if len(digits) <= 10 and int(digits) <= MAX_ID:
+            return int(digits)
+    if field is None:
+        shown = f"has no {what} field"
+    else:
+        text = field.decode("utf-8", "replace")
+        shown = f"has {what} field {(text if len(text) <= 24 else text[:20] + '…')!r}"
+    raise InvalidAccountEntry(
+        f"line {line.number} of {path} ({line.preview()}) {shown}, not an id in 0..{MAX_ID}: "
+        f"the node would use {what} {_node_id(field)}"
+    )
+
+
+def _first(data: bytes, *, path: str, max_line: int, comments: bool, name: str | None = None,
+           uid: int | None = None) -> _Line | None:
+    """The first line matching *name* (or whose uid field the node reads as *uid*).
+
+    The whole file is scanned, as the node does: a line too long anywhere is an error.
+    """
+    wanted = name.encode("utf-8", "surrogateescape") if name is not None else None
+    found: _Line | None = None
+    for line in _lines(data, path=path, max_line=max_line, comments=comments):
+        if found is not None:
             continue
-        rows.append(parts)
-    return rows
-
-
-def parse_passwd(data: bytes) -> dict[str, Identity]:
-    """Map user name → uid/gid; malformed lines are skipped, the first entry of a name wins."""
-    users: dict[str, Identity] = {}
-    for parts in _records(data, 4):
-        uid, gid = _as_id(parts[2]), _as_id(parts[3])
-        if parts[0] and uid is not None and parts[0] not in users:
-            users[parts[0]] = Identity(uid=uid, gid=gid)
-    return users
-
-
-def parse_group(data: bytes) -> dict[str, int]:
-    """Map group name → gid; malformed lines are skipped, the first entry of a name wins."""
-    groups: dict[str, int] = {}
-    for parts in _records(data, 3):
-        gid = _as_id(parts[2])
-        if parts[0] and gid is not None and parts[0] not in groups:
-            groups[parts[0]] = gid
-    return groups
+        if wanted is not None:
+            hit = line.fields[0] == wanted
+        else:
+            hit = _go_int(line.fields[2] if len(line.fields) > 2 else None) == uid
+        if hit:
+            found = line
+    return found
 
 
 def resolve(spec: UserSpec, *, passwd: bytes | None, group: bytes | None) -> Identity:
     """Resolve *spec* against the image's files to the ids the runtime would use.
 
     ``passwd``/``group`` are the merged files' contents, ``None`` when the image
-    has no such file. Raises :class:`UserNotFound` for a name the files lack.
+    has no such file. Raises :class:`~mutator.errors.InvalidUserSpec` for a
+    number out of range, :class:`UserNotFound` for a name the files lack and
+    :class:`InvalidAccountEntry` for a line the node would misread.
     """
-    uid = _as_id(spec.user)
+    problem = spec.problem
+    if problem is not None:
+        raise InvalidUserSpec(problem)
+    uid = spec.user_id
     primary_gid: int | None = None
     if uid is None:
-        users = parse_passwd(passwd or b"")
-        entry = users.get(spec.user)
-        if entry is None:
+        line = _first(passwd or b"", path="/etc/passwd", max_line=PASSWD_MAX_LINE, comments=False,
+                      name=spec.user)
+        if line is None:
             where = "has no /etc/passwd" if passwd is None else "has no such user in /etc/passwd"
             raise UserNotFound(f"user {spec.user!r} not found: the image {where}")
-        uid, primary_gid = entry.uid, entry.gid
-    else:
-        primary_gid = next((e.gid for e in parse_passwd(passwd or b"").values() if e.uid == uid), None)
+        uid = _checked_id(line, 2, "uid", "/etc/passwd")
+        primary_gid = _checked_id(line, 3, "gid", "/etc/passwd")
+    elif spec.group is None and passwd is not None:
+        line = _first(passwd, path="/etc/passwd", max_line=PASSWD_MAX_LINE, comments=False, uid=uid)
+        if line is not None:
+            _checked_id(line, 2, "uid", "/etc/passwd")
+            primary_gid = _checked_id(line, 3, "gid", "/etc/passwd")
 
     if spec.group is None:
         return Identity(uid=uid, gid=primary_gid)
-    gid = _as_id(spec.group)
+    gid = spec.group_id
     if gid is None:
-        gid = parse_group(group or b"").get(spec.group)
-        if gid is None:
+        entry = _first(group or b"", path="/etc/group", max_line=GROUP_MAX_LINE, comments=True,
+                       name=spec.group)
+        if entry is None:
             where = "has no /etc/group" if group is None else "has no such group in /etc/group"
             raise UserNotFound(f"group {spec.group!r} not found: the image {where}")
+        gid = _checked_id(entry, 2, "gid", "/etc/group")
     return Identity(uid=uid, gid=gid)

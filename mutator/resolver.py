@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from mutator import metrics, passwd
 from mutator.cache import CoalescingCache
 from mutator.config import Config, Platform
-from mutator.errors import ImageError, InvalidReference, UserNotFound
+from mutator.errors import ImageError, InvalidReference, UnresolvableUser
 from mutator.images import ImageFailure, ImageUser, Resolution
 from mutator.registry import reference, rootfs, transport
 from mutator.registry.client import RegistryClient
@@ -125,17 +125,15 @@ class Resolver:
         spec = passwd.split_user(user)
         if spec is None:
             return ImageUser(**facts, uid=0, gid=0)
-        if spec.user_is_numeric and (spec.group is None or spec.group_is_numeric):
-            # The kubelet can check a number itself; no need to read any layer.
-            gid = int(spec.group) if spec.group is not None else None
-            return ImageUser(**facts, uid=int(spec.user), gid=gid)
-
-        files = await rootfs.account_files(
-            client, ref, found.layers, group=spec.group is not None and not spec.group_is_numeric
-        )
-        metrics.LAYER_BYTES.inc(files.bytes_read)
+        files = None
+        if spec.needs_files:  # a number needs no layer (the kubelet checks it); an invalid one is refused
+            files = await rootfs.account_files(
+                client, ref, found.layers, group=spec.group is not None and not spec.group_is_numeric
+            )
+            metrics.LAYER_BYTES.inc(files.bytes_read)
         try:
-            identity = passwd.resolve(spec, passwd=files.passwd, group=files.group)
-        except UserNotFound as exc:
+            identity = passwd.resolve(spec, passwd=files.passwd if files else None,
+                                      group=files.group if files else None)
+        except UnresolvableUser as exc:
             return ImageUser(**facts, uid=None, gid=None, problem=str(exc))
         return ImageUser(**facts, uid=identity.uid, gid=identity.gid)

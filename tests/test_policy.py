@@ -10,8 +10,10 @@ import jsonpatch
 import pytest
 
 from mutator import admission
+from mutator.errors import UnsafePatch
 from mutator.images import ImageFailure, ImageUser
-from mutator.policy import Mode, decide, images_to_resolve
+from mutator.passwd import MAX_ID
+from mutator.policy import Finding, Mode, check_ids, decide, images_to_resolve, patch_fields
 
 NAMED = ImageUser("named", "r/named", "sha256:1", "app", uid=1000, gid=1001)
 NAME_GROUP = ImageUser("namegroup", "r/ng", "sha256:2", "app:staff", uid=1000, gid=50)
@@ -25,8 +27,16 @@ MISSING = ImageUser("ghost", "r/ghost", "sha256:9", "ghost", uid=None, gid=None,
                     problem="user 'ghost' not found: the image has no such user in /etc/passwd")
 DOWN = ImageFailure("down", "cannot reach registry.example:5000", temporary=True)
 BAD_REF = ImageFailure("BAD", "invalid image reference 'BAD'", temporary=False)
+UID0_GROUP = ImageUser("uid0group", "r/u0g", "sha256:10", "0:1000", uid=0, gid=1000)
+TOP = ImageUser("top", "r/top", "sha256:11", "top", uid=MAX_ID, gid=MAX_ID)
+OVER = ImageUser("over", "r/over", "sha256:12", "over", uid=MAX_ID + 1, gid=1)  # never from passwd.py
+OVER_GID = ImageUser("overgid", "r/og", "sha256:13", "app", uid=1000, gid=MAX_ID + 1)
+NEGATIVE = ImageUser("negative", "r/neg", "sha256:14", "app", uid=-1, gid=1)
+# USER 1000 in Arabic-Indic digits: the runtime looks it up as a *name*, found here as uid 1234
+ARABIC = ImageUser("arabic", "r/ar", "sha256:15", "\u0661\u0660\u0660\u0660", uid=1234, gid=1234)
 ALL = {i.image: i for i in (NAMED, NAME_GROUP, NAME_GID0, NUMERIC, UID_GROUPNAME, NO_USER, UID0,
-                            NAME0, MISSING, DOWN, BAD_REF)}
+                            NAME0, MISSING, DOWN, BAD_REF, UID0_GROUP, TOP, OVER, OVER_GID, NEGATIVE,
+                            ARABIC)}
 
 
 def pod(*containers: dict[str, Any], pod_sc: dict[str, Any] | None = None,
@@ -143,16 +153,17 @@ def test_root_images(image, found):
     decision, _ = run(doc, Mode.ENFORCE)
     assert not decision.allowed
     assert f'container "web" (image {image}) would run as root: {found}' in decision.message
-    assert "set USER to a non-zero uid (e.g. USER 1000) in the Dockerfile" in decision.message
-    assert "securityContext.runAsUser" in decision.message
+    assert "put USER 1000 (any non-zero uid) in the Dockerfile" in decision.message
+    assert "securityContext.runAsUser: 1000" in decision.message
 
     decision, patched = run(doc, Mode.WARN)
     assert decision.allowed and patched == doc
-    assert decision.warnings and 'container "web" runs as root' in decision.warnings[0]
+    assert decision.warnings[0].startswith(f'nonroot-mutator: container "web" ({image}) runs as root')
+    assert decision.warnings[0].endswith("fix: USER 1000 or runAsUser: 1000")
 
     decision, patched = run(doc, Mode.AUDIT)
     assert decision.allowed and patched == doc
-    assert decision.warnings[0].startswith('audit: would refuse container "web" runs as root')
+    assert decision.warnings[0].startswith(f'audit: would refuse container "web" ({image}) runs as root')
 
 
 def test_unresolvable_user():
@@ -162,7 +173,7 @@ def test_unresolvable_user():
     decision, _ = run(pod(c("app", "BAD")))
     assert not decision.allowed and "invalid image reference" in decision.message
     decision, _ = run(pod(c("app", "ghost")), Mode.WARN)
-    assert decision.allowed and "unverifiable user" in decision.warnings[0]
+    assert decision.allowed and 'container "app" (ghost) has an unverifiable user' in decision.warnings[0]
 
 
 def test_registry_failure_follows_the_mode():
@@ -172,7 +183,8 @@ def test_registry_failure_follows_the_mode():
     for mode in (Mode.WARN, Mode.AUDIT):
         decision, patched = run(pod(c("app", "down"), c("b", "named")), mode)
         assert decision.allowed
-        assert any('container "app" unchecked (cannot reach' in w for w in decision.warnings)
+        assert any('container "app" (down) could not be checked now (cannot reach' in w
+                   for w in decision.warnings)
     # warn still patches what it could resolve
     decision, patched = run(pod(c("app", "down"), c("b", "named")), Mode.WARN)
     assert sc_of(patched, index=1)["runAsUser"] == 1000
@@ -188,8 +200,8 @@ def test_audit_never_patches_but_says_what_enforce_would_do():
     decision, patched = run(doc, Mode.AUDIT)
     assert decision.allowed and decision.patch.patch == [] and patched == doc
     assert decision.warnings == (
-        'audit: would set runAsUser=1000 runAsGroup=1001 on container "app"',
-        'audit: would set runAsUser=1000 runAsGroup=50 on container "db"',
+        'audit: would set runAsUser=1000 runAsGroup=1001 runAsNonRoot=true on container "app" (named)',
+        'audit: would set runAsUser=1000 runAsGroup=50 runAsNonRoot=true on container "db" (namegroup)',
     )
 
 
@@ -231,14 +243,6 @@ def test_reinvocation_yields_no_further_patch(mode):
         assert first.patch.patch
 
 
-def test_warnings_fit_the_api_servers_limit():
-    long_name = "c" * 200
-    decision, _ = run(pod(c(long_name, "ghost")), Mode.WARN)
-    assert decision.warnings and all(len(w) <= 120 for w in
-                                     admission.respond("u", allowed=True, warnings=decision.warnings)
-                                     ["response"]["warnings"])
-
-
 def test_windows_pods_are_left_alone():
     doc = pod(c("app", "rootimg"))
     doc["spec"]["os"] = {"name": "windows"}
@@ -270,3 +274,134 @@ def test_never_patches_root_nor_removes_anything(mode):
             effective = result.get("runAsUser", (psc or {}).get("runAsUser"))
             if mode is Mode.ENFORCE:
                 assert effective != 0
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+def test_user_zero_with_a_group_is_root(mode):
+    # USER 0:1000 runs as uid 0 whatever the group: refused in enforce, never patched anywhere.
+    decision, _ = run(pod(c("web", "uid0group")), mode)
+    assert decision.patch.patch == []
+    assert decision.findings[0].outcome == "root"
+    if mode is Mode.ENFORCE:
+        assert not decision.allowed and "its image sets USER '0:1000'" in decision.message
+    else:
+        assert "runs as root" in decision.warnings[0]
+
+
+def test_the_top_of_the_id_range_is_patched():
+    _, patched = run(pod(c("app", "top")))
+    assert sc_of(patched) == {"runAsUser": 2147483647, "runAsGroup": 2147483647, "runAsNonRoot": True}
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+@pytest.mark.parametrize("image", ["over", "overgid", "negative"])
+def test_ids_outside_the_range_are_never_patched(mode, image):
+    # The resolver never yields these; the policy refuses them anyway (defence in depth).
+    decision, _ = run(pod(c("app", image), c("ok", "named")), mode)
+    assert decision.findings[0].outcome == "unresolvable"
+    assert "not in" in decision.findings[0].detail
+    for op in decision.patch.patch:
+        assert op["path"].startswith("/spec/containers/1/")
+    assert decision.allowed is (mode is not Mode.ENFORCE)
+
+
+@pytest.mark.parametrize(("uid", "gid"), [(0, None), (-1, None), (MAX_ID + 1, None), (None, None),
+                                          (True, None), (1000.0, None), ("1000", None), (1000, -1),
+                                          (1000, MAX_ID + 1), (1000, "50")])
+def test_check_ids_is_a_typed_guard(uid, gid):
+    with pytest.raises(UnsafePatch):
+        check_ids(uid, gid)
+    container = admission.Container("containers", "x", "img", "/spec/containers/0", None)
+    with pytest.raises(UnsafePatch):
+        patch_fields(Finding(container, "patch", uid=uid, gid=gid), None, Mode.ENFORCE)
+
+
+def test_check_ids_accepts_the_whole_range():
+    for uid, gid in ((1, None), (1, 0), (MAX_ID, MAX_ID), (1000, 1000)):
+        check_ids(uid, gid)
+
+
+def test_non_ascii_digits_are_a_name_and_patched_with_what_passwd_said():
+    # The kubelet cannot verify a non-numeric user, so the resolved uid must be patched, not skipped.
+    _, patched = run(pod(c("app", "arabic")))
+    assert sc_of(patched) == {"runAsUser": 1234, "runAsGroup": 1234, "runAsNonRoot": True}
+
+
+@pytest.mark.parametrize("problem", ["rootimg", "ghost", "down", "over"])
+def test_a_refusal_carries_no_patch(problem):
+    """Other containers resolved and would be patched, but a denial never carries a patch."""
+    doc = pod(c("a", "named"), c("b", problem), init=[c("i", "namegroup")])
+    decision, _ = run(doc)
+    assert not decision.allowed
+    assert decision.patch.patch == []
+    assert [f.outcome for f in decision.findings].count("patch") == 2
+    response = admission.respond("u", allowed=decision.allowed, patch=decision.patch.patch,
+                                 message=decision.message)["response"]
+    assert "patch" not in response and "patchType" not in response
+
+
+@pytest.mark.parametrize(
+    ("container_sc", "pod_sc"),
+    [(None, None), ({}, {"runAsGroup": 7}), ({"runAsGroup": 9}, None), ({"runAsNonRoot": False}, None),
+     ({"runAsNonRoot": True}, None), (None, {"runAsNonRoot": True}), ({"runAsGroup": 0}, None)],
+)
+@pytest.mark.parametrize("image", ["named", "namegroup", "gid0", "top"])
+def test_audit_says_exactly_what_enforce_would_do(container_sc, pod_sc, image):
+    container = {"name": "app", "image": image}
+    if container_sc is not None:
+        container["securityContext"] = dict(container_sc)
+    doc = pod(container, pod_sc=pod_sc)
+    _, patched = run(doc, Mode.ENFORCE)
+    added = {k: v for k, v in (sc_of(patched) or {}).items() if k not in (container_sc or {})}
+    audited, _ = run(doc, Mode.AUDIT)
+    said = audited.warnings[0].split("would set ", 1)[1].split(" on container", 1)[0]
+    expected = " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in added.items())
+    assert said == expected
+
+
+@pytest.mark.parametrize(("image", "line"), [("named", "USER 1000:1001"), ("namegroup", "USER 1000:50"),
+                                             ("gid0", "USER 1000:0"), ("top", "USER 2147483647:2147483647")])
+def test_findings_carry_the_numeric_dockerfile_line(image, line):
+    decision, _ = run(pod(c("app", image)), Mode.AUDIT)
+    (finding,) = decision.findings
+    assert (finding.name, finding.image, finding.outcome, finding.dockerfile) == ("app", image, "patch", line)
+    assert finding.user == ALL[image].user and finding.uid == ALL[image].uid
+
+
+def test_audit_hint_names_the_dockerfile_line_when_it_fits():
+    decision, _ = run(pod(c("a", "named")), Mode.AUDIT)
+    assert decision.warnings[0].endswith("; or Dockerfile USER 1000:1001")
+
+
+@pytest.mark.parametrize("image", ["rootimg", "uid0", "toor", "uid0group"])
+def test_refusals_of_root_images_name_a_numeric_user_line_and_the_run_as_user_alternative(image):
+    decision, _ = run(pod(c("web", image)))
+    assert "put USER 1000 (any non-zero uid) in the Dockerfile" in decision.message
+    assert "or set securityContext.runAsUser: 1000" in decision.message
+    finding = decision.findings[0]
+    assert finding.outcome == "root" and finding.dockerfile is None  # no exact line: any non-zero uid
+
+
+NAMES = ["web", "a" * 63, "x" * 200, "\u00e9t\u00e9-caf\u00e9", "\u6f22\u5b57" * 20]
+IMAGES = ["nginx", "registry.corp.example:5000/team/project/very-long-service-name:v1.2.3-rc1",
+          "r.example/" + "p" * 150 + ":t", "127.0.0.1:5000/a@sha256:" + "0" * 64]
+
+
+@pytest.mark.parametrize("mode", [Mode.WARN, Mode.AUDIT])
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("image", IMAGES)
+def test_warnings_are_written_to_fit_not_clipped(mode, name, image):
+    """Every warning fits 120 characters and keeps the verdict and the fix whole."""
+    resolutions = {image: ImageUser(image, "r", "d", "", uid=0, gid=0)}
+    decision, _ = run(pod(c(name, image)), mode, resolutions)
+    (warning,) = decision.warnings
+    assert len(warning) <= 120
+    assert "runs as root" in warning and warning.endswith("fix: USER 1000 or runAsUser: 1000")
+    if len(name) <= 40:
+        assert f'container "{name}"' in warning
+        if len(image) <= 40 and len(name) <= 20:
+            assert f"({image})" in warning  # short images are never elided
+    else:  # only a name this long is elided, keeping both of its ends
+        assert f'container "{name[:8]}' in warning and f'{name[-8:]}"' in warning and "…" in warning
+    sent = admission.respond("u", allowed=True, warnings=decision.warnings)["response"]["warnings"]
+    assert sent == [warning]
