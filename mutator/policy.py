@@ -259,13 +259,15 @@ def _warning(finding: Finding, pod_sc: Mapping[str, Any] | None, mode: Mode) -> 
             return f'audit: would set {fields} on container "{name}"{shown}{hint}'
     else:
         verdict = {"root": "runs as root", "unresolvable": "has an unverifiable user",
-                   "unavailable": "could not be checked now"}[finding.outcome]
+                   "unavailable": "not checked"}[finding.outcome]
         prefix = "audit: would refuse" if mode is Mode.AUDIT else "nonroot-mutator:"
         fix = f"; {finding.fix_short}" if finding.fix_short else ""
 
         def render(name: str, image: str | None, detail: int) -> str:
             shown = f" ({image})" if image else ""
-            reason = (finding.detail, finding.brief or finding.detail, "")[2 - detail]
+            # with no fix to offer (a registry outage), the reason is what the reader needs: kept
+            keep = 2 if not fix else detail
+            reason = (finding.detail, finding.brief or finding.detail, "")[2 - keep]
             reason = f" ({reason})" if reason else ""
             return f'{prefix} container "{name}"{shown} {verdict}{reason}{fix}'
 

@@ -108,7 +108,8 @@ def test_warn_namespace_patches_and_warns_about_root(registered, namespaces, ima
         "mixed", ("app", images["named-upper"]), ("web", images["no-user"])))
     pod = stored(kube, namespaces["warn"], "mixed")
     assert security_contexts(pod) == [{"runAsUser": 1001, "runAsGroup": 1002}, None]
-    assert 'Warning: nonroot-mutator: container "web" runs as root (its image sets no USER)' in warnings
+    assert (f'Warning: nonroot-mutator: container "web" ({images["no-user"]}) runs as root' in warnings
+            and "fix: USER 1000 or runAsUser: 1000" in warnings)
 
 
 def test_audit_namespace_never_patches_but_says_what_enforce_would_do(registered, namespaces, images):
@@ -116,8 +117,9 @@ def test_audit_namespace_never_patches_but_says_what_enforce_would_do(registered
     _, warnings = create(kube, namespaces["audit"], pod_manifest(
         "audited", ("app", images["named-base"]), ("web", images["root-name"])))
     assert security_contexts(stored(kube, namespaces["audit"], "audited")) == [None, None]
-    assert 'Warning: audit: would set runAsUser=1000 runAsGroup=1000 on container "app"' in warnings
-    assert 'Warning: audit: would refuse container "web" runs as root' in warnings
+    said = 'audit: would set runAsUser=1000 runAsGroup=1000 runAsNonRoot=true on container "app"'
+    assert f"Warning: {said}" in warnings
+    assert f'Warning: audit: would refuse container "web" ({images["root-name"]}) runs as root' in warnings
 
 
 def test_deployment_replicas_are_all_stored_patched(registered, namespaces, images):
