@@ -119,6 +119,8 @@ def decode(body: bytes | str) -> Review:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadReview(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:  # thousands of nested arrays: the parser's stack, not ours to grow
+        raise BadReview("request body is nested too deeply to be an AdmissionReview") from None
     return validate(document)
 
 
@@ -202,7 +204,7 @@ def target(review: Review) -> Target | None:
         found: list[Container] = []
         for kind in ("initContainers", "containers", "ephemeralContainers"):
             found.extend(_containers(spec, kind, "/spec"))
-        return Target(pod_security_context=_mapping(spec, "securityContext"), containers=tuple(found))
+        return Target(pod_security_context=_security_context(spec, "spec"), containers=tuple(found))
 
     if review.operation == "UPDATE" and review.sub_resource == "ephemeralcontainers":
         if review.kind == "Pod":  # newer API servers send the whole Pod
@@ -211,7 +213,7 @@ def target(review: Review) -> Target | None:
                 return None
             old = _names(_pod_spec(review.old_object) if review.old_object else {})
             new = [c for c in _containers(spec, "ephemeralContainers", "/spec") if c.name not in old]
-            return Target(pod_security_context=_mapping(spec, "securityContext"), containers=tuple(new))
+            return Target(pod_security_context=_security_context(spec, "spec"), containers=tuple(new))
         if review.kind == "EphemeralContainers":  # v1.20: no spec, a top-level list
             if not isinstance(obj, dict):
                 raise BadReview("request.object is missing")
@@ -246,6 +248,21 @@ def _mapping(parent: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
     return value
 
 
+# The fields the decision reads, with the types a real API server guarantees; anything else is a
+# malformed request (answered 400), never a guess: ``runAsUser: true`` must not read as uid 1.
+_SECURITY_FIELDS = {"runAsUser": (int, "an integer"), "runAsGroup": (int, "an integer"),
+                    "runAsNonRoot": (bool, "a boolean")}
+
+
+def _security_context(parent: Mapping[str, Any], where: str) -> Mapping[str, Any] | None:
+    context = _mapping(parent, "securityContext")
+    for key, (kind, described) in _SECURITY_FIELDS.items():
+        value = (context or {}).get(key)
+        if value is not None and type(value) is not kind:
+            raise BadReview(f"{where}.securityContext.{key} must be {described}")
+    return context
+
+
 def _containers(parent: Mapping[str, Any], kind: ContainerKind, prefix: str) -> list[Container]:
     items = parent.get(kind)
     if items is None:
@@ -257,13 +274,15 @@ def _containers(parent: Mapping[str, Any], kind: ContainerKind, prefix: str) -> 
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise BadReview(f"{kind}[{index}] must be an object with a name")
         image = item.get("image")
+        if image is not None and not isinstance(image, str):
+            raise BadReview(f"{kind}[{index}].image must be a string")
         found.append(
             Container(
                 kind=kind,
                 name=item["name"],
-                image=image if isinstance(image, str) and image else None,
+                image=image or None,
                 pointer=f"{prefix}/{kind}/{index}",
-                security_context=_mapping(item, "securityContext"),
+                security_context=_security_context(item, f"{kind}[{index}]"),
             )
         )
     return found
@@ -271,7 +290,9 @@ def _containers(parent: Mapping[str, Any], kind: ContainerKind, prefix: str) -> 
 
 def _names(parent: Mapping[str, Any]) -> set[str]:
     items = parent.get("ephemeralContainers") or []
-    return {c.get("name") for c in items if isinstance(c, dict)} if isinstance(items, list) else set()
+    if not isinstance(items, list):
+        return set()
+    return {c["name"] for c in items if isinstance(c, dict) and isinstance(c.get("name"), str)}
 
 
 def respond(

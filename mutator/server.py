@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mutator import admission, metrics, webhook
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 MAX_ADMISSION_TIMEOUT = 30.0  # the API server never waits longer than this
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+# The API server sends application/json; an absent type is read as octet-stream by aiohttp.
+_JSON_TYPES = frozenset({"application/json", "application/octet-stream"})
 
 RESOLVER = web.AppKey("resolver", Resolver)
 CONFIG = web.AppKey("config", Config)
@@ -67,17 +71,38 @@ async def mutate(request: web.Request) -> web.Response:
         timeout = config.default_admission_timeout_seconds
     deadline = webhook.deadline_for(min(timeout, MAX_ADMISSION_TIMEOUT))
 
+    if request.content_type not in _JSON_TYPES:
+        return _bad_request(f"Content-Type {request.content_type!r} is not JSON: send application/json",
+                            mode)
     if (request.content_length or 0) > admission.MAX_BODY_BYTES:
         return _bad_request(f"request body is larger than {admission.MAX_BODY_BYTES} bytes", mode)
     try:
-        body = await request.read()
+        body = await request.read()  # a gzip/deflate body is inflated; the bound counts inflated bytes
     except web.HTTPRequestEntityTooLarge:
         return _bad_request(f"request body is larger than {admission.MAX_BODY_BYTES} bytes", mode)
+    except (RequestPayloadError, ConnectionResetError) as exc:  # corrupt gzip/deflate, or cut short
+        cause = exc.__cause__ or exc
+        reason = " ".join(str(getattr(cause, "message", None) or cause).split())
+        # The stream is unusable: mark it ended so that aiohttp does not drain it again, and close.
+        request.content.feed_eof()
+        response = _bad_request(f"request body could not be read: {reason}", mode)
+        response.force_close()
+        return response
     try:
         review = admission.decode(body)
+    except BadReview as exc:
+        return _bad_request(str(exc), mode)
+    except Exception:  # a bug: logged in full, never a 500 with a traceback
+        log.exception("internal error reading a review on %s", request.path)
+        return _bad_request("request could not be read (internal error, logged)", mode)
+    try:
         outcome = await webhook.handle(review, mode=mode, resolver=request.app[RESOLVER], deadline=deadline)
     except BadReview as exc:
         return _bad_request(str(exc), mode)
+    except Exception:  # a bug: logged in full, answered by the mode's failure policy
+        log.exception("internal error deciding on review uid=%s", review.uid)
+        metrics.ADMISSIONS.labels(mode, "error").inc()
+        return web.json_response(webhook.internal_error(review, mode=mode))
 
     elapsed = time.perf_counter() - started
     metrics.ADMISSIONS.labels(mode, outcome.result).inc()

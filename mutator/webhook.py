@@ -54,6 +54,18 @@ async def handle(review: Review, *, mode: Mode, resolver: Resolver, deadline: fl
     return Outcome(review, decision, response)
 
 
+def internal_error(review: Review, *, mode: Mode) -> AdmissionReviewDoc:
+    """The answer when deciding failed on a bug: the mode's failure policy, said in one line.
+
+    Never an HTTP 500 with a traceback: enforce refuses (as ``failurePolicy: Fail``
+    would), warn and audit allow with a warning (as ``Ignore`` would).
+    """
+    reason = "nonroot-mutator could not decide on this pod (internal error, logged); retry"
+    if mode is Mode.ENFORCE:
+        return admission.respond(review.uid, allowed=False, code=500, message=reason)
+    return admission.respond(review.uid, allowed=True, warnings=[reason])
+
+
 def deadline_for(timeout: float) -> float:
     """Leave a margin before the API server's own timeout, for the answer to travel."""
     margin = max(0.25, min(1.0, timeout * 0.1))
