@@ -19,7 +19,7 @@ BUILD_INFO = Gauge("nonroot_mutator_build_info", "Always 1; the version in a lab
 
 ADMISSIONS = Counter(
     "nonroot_mutator_admissions_total",
-    "AdmissionReviews answered, by mode and result (patched, allowed, refused, bad_request).",
+    "AdmissionReviews answered, by mode and result (patched, allowed, refused, bad_request, error).",
     ["mode", "result"],
 )
 ADMISSION_SECONDS = Histogram(

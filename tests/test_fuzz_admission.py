@@ -396,3 +396,14 @@ def test_review_answers_every_mutation(served, registry_config, tmp_path_factory
     assert reply["response"]["allowed"] is (code == cli.EXIT_OK)
     if isinstance(document, dict) and document.get("kind") == "AdmissionReview":
         check_answer(200, out.getvalue().encode(), document)
+
+
+@pytest.mark.parametrize("odd", [["x"], {"n": 1}, 7, None, True])
+def test_ephemeral_update_with_odd_old_names(odd):
+    """oldObject's ephemeral containers are only compared by name; a name of any type is no crash."""
+    document = copy.deepcopy(review("pod-ephemeralcontainers-update"))
+    old = document["request"]["oldObject"]
+    holder = old.get("spec", old)
+    holder["ephemeralContainers"] = [{"name": odd, "image": "x"}, "not-a-container"]
+    status, body = pure(document, Mode.ENFORCE)
+    check_answer(status, body, document)
