@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import errno
 import json
 import logging
 import os
+import ssl
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Sequence
+import traceback
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import aiohttp
 import yaml
 
-from mutator import admission, server, tls, webhook
+from mutator import __version__, admission, server, tls, webhook
 from mutator import config as config_module
 from mutator.config import Config, Platform
 from mutator.errors import BadReview, ConfigError
@@ -28,7 +32,22 @@ from mutator.resolver import Resolver
 T = TypeVar("T")
 DOCKER_CONFIG_HELP = ("Docker config.json with registry credentials "
                       "(default: the config file's docker_config, else $DOCKER_CONFIG/config.json)")
-EXIT_OK, EXIT_REFUSED, EXIT_BAD_INPUT = 0, 1, 2
+# Exit codes, documented in --help and the README. 2 is also argparse's own code for a usage error.
+EXIT_OK = 0  # allowed / all images resolved / served until SIGTERM
+EXIT_REFUSED = 1  # review: the pod would be refused; resolve: an image did not resolve
+EXIT_BAD_INPUT = 2  # bad flags, config, certificate files or input document
+EXIT_CANNOT_SERVE = 3  # serve: the address cannot be listened on (in use, not ours, no permission)
+EXIT_INTERNAL = 70  # a bug: one line on stderr, the traceback with -v (sysexits' EX_SOFTWARE)
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+EXIT_CODES = """\
+exit codes:
+  0   allowed, resolved, or served until SIGTERM
+  1   review: the pod would be refused; resolve: an image did not resolve
+  2   bad flags, configuration, certificate files or input
+  3   serve: cannot listen on the address (in use, not local, no permission)
+  70  internal error (one line; -v prints the traceback)
+  130 interrupted"""
 
 TRY_IT = """\
 TLS certificate (self-signed, trust it as the CA): {cert}
@@ -40,7 +59,7 @@ try it:
 
 def _listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not port.isdigit() or int(port) > 65535:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
     return host.strip("[]") or "0.0.0.0", int(port)
 
@@ -52,33 +71,41 @@ def _platform(text: str) -> Platform:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _command(commands: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    return commands.add_parser(name, help=help_text, description=help_text, epilog=EXIT_CODES,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mutator", description="Makes named-USER images run under runAsNonRoot."
+        prog="mutator", description="Makes named-USER images run under runAsNonRoot.",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the admission webhook over HTTPS")
+    serve = _command(commands, "serve", "run the admission webhook over HTTPS")
     serve.add_argument("--config", help="YAML config file (default: $MUTATOR_CONFIG)")
     serve.add_argument("--listen", type=_listen, help="HOST:PORT (default 0.0.0.0:8443; "
                        "127.0.0.1:8443 with --dev)")
     serve.add_argument("--tls-cert", help="PEM certificate chain")
     serve.add_argument("--tls-key", help="PEM private key")
     serve.add_argument("--dev", action="store_true",
-                       help="make a self-signed certificate for localhost at start")
+                       help="make a self-signed certificate for localhost at start (removed at exit)")
 
-    review = commands.add_parser(
-        "review", help="decide on an AdmissionReview or a bare Pod (JSON or YAML), offline"
-    )
-    review.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.ENFORCE.value)
+    review = _command(commands, "review",
+                      "decide on an AdmissionReview or a bare Pod (JSON or YAML), offline")
+    review.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.ENFORCE.value,
+                        help="the namespace mode to decide as (default: %(default)s)")
     review.add_argument("--config", help="YAML config file (default: $MUTATOR_CONFIG)")
     review.add_argument("--docker-config", metavar="PATH", help=DOCKER_CONFIG_HELP)
     review.add_argument("file", help="path, or - for standard input")
 
-    resolve = commands.add_parser("resolve", help="print the uid/gid each image runs as")
+    resolve = _command(commands, "resolve", "print the uid/gid each image runs as")
     resolve.add_argument("--config", help="YAML config file (default: $MUTATOR_CONFIG)")
-    resolve.add_argument("--platform", type=_platform, help="OS/ARCH[/VARIANT], e.g. linux/arm64/v8")
+    resolve.add_argument("--platform", type=_platform,
+                         help="OS/ARCH[/VARIANT], e.g. linux/arm64/v8 (default: from the config)")
     resolve.add_argument("--docker-config", metavar="PATH", help=DOCKER_CONFIG_HELP)
     resolve.add_argument("images", nargs="+", metavar="IMAGE")
     return parser
@@ -100,18 +127,51 @@ async def _with_resolver(config: Config, work: Callable[[Resolver], Awaitable[T]
         return await work(Resolver(client=client, config=config, credentials=credentials))
 
 
-def _serve(args: argparse.Namespace, config: Config) -> int:
-    on_ready = ""
-    cert, key = args.tls_cert, args.tls_key
+class _CannotServe(Exception):
+    """Why serve cannot start, as one line for stderr."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@contextlib.contextmanager
+def _certificate(args: argparse.Namespace) -> Iterator[tuple[str, str, str]]:
+    """The cert/key paths and the --dev hint; a --dev key lives in a directory removed on exit."""
     if args.dev:
-        cert, key = tls.self_signed(tempfile.mkdtemp(prefix="nonroot-mutator-"))
-        on_ready = TRY_IT.format(cert=cert)
-    if not cert or not key:
-        print("mutator serve: --tls-cert and --tls-key are required (or --dev)", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        with tempfile.TemporaryDirectory(prefix="nonroot-mutator-") as directory:
+            cert, key = tls.self_signed(directory)
+            yield cert, key, TRY_IT.format(cert=cert)
+        return
+    if not args.tls_cert or not args.tls_key:
+        raise _CannotServe("--tls-cert and --tls-key are required (or --dev)", EXIT_BAD_INPUT)
+    for flag, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if not os.path.isfile(path) or not os.access(path, os.R_OK):
+            why = "no such file" if not os.path.exists(path) else "not a readable file"
+            raise _CannotServe(f"{flag} {path}: {why}", EXIT_BAD_INPUT)
+    yield args.tls_cert, args.tls_key, ""
+
+
+def _serve(args: argparse.Namespace, config: Config) -> int:
     host, port = args.listen or (("127.0.0.1", 8443) if args.dev else ("0.0.0.0", 8443))
-    context = tls.server_context(cert, key)
-    asyncio.run(server.serve(config, host=host, port=port, ssl_context=context, on_ready=on_ready))
+    try:
+        with _certificate(args) as (cert, key, on_ready):
+            try:
+                context = tls.server_context(cert, key)
+            except (ssl.SSLError, ValueError) as exc:
+                raise _CannotServe(f"cannot load --tls-cert {cert} with --tls-key {key}: {exc}",
+                                   EXIT_BAD_INPUT) from None
+            try:
+                asyncio.run(server.serve(config, host=host, port=port, ssl_context=context,
+                                         on_ready=on_ready))
+            except OSError as exc:
+                if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL, errno.EPERM):
+                    raise
+                raise _CannotServe(f"cannot listen on {host}:{port}: {exc.strerror.lower()}",
+                                   EXIT_CANNOT_SERVE) from None
+    except _CannotServe as exc:
+        print(f"mutator serve: {exc}", file=sys.stderr)
+        return exc.code
     return EXIT_OK
 
 
@@ -163,6 +223,7 @@ def _resolve(args: argparse.Namespace, config: Config) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every failure is one line on stderr and an exit code from ``EXIT_CODES``."""
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -170,13 +231,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        config = config_module.load(args.config)
-        # Credential files are read now so that a broken one is a clear error, not a traceback
-        # (serve reads them again when it starts its registry session).
-        docker_config = _docker_config(args, config) if args.command != "serve" else None
-        args.credentials = CredentialSources.from_config(config, docker_config=docker_config)
-    except ConfigError as exc:
-        print(f"mutator: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    command = {"serve": _serve, "review": _review, "resolve": _resolve}[args.command]
-    return command(args, config)
+        try:
+            config = config_module.load(args.config)
+            # Credential files are read now so that a broken one is a clear error, not a traceback
+            # (serve reads them again when it starts its registry session).
+            docker_config = _docker_config(args, config) if args.command != "serve" else None
+            args.credentials = CredentialSources.from_config(config, docker_config=docker_config)
+        except ConfigError as exc:
+            print(f"mutator: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        command = {"serve": _serve, "review": _review, "resolve": _resolve}[args.command]
+        return command(args, config)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: say so in one line, keep the traceback for -v
+        if args.verbose:
+            traceback.print_exc()
+        detail = " ".join(str(exc).split())[:300]
+        print(f"mutator {args.command}: internal error: {type(exc).__name__}: {detail} "
+              "(rerun with -v for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
