@@ -88,6 +88,11 @@ WARMUP_IMAGES = Gauge(
     "Warm-up progress: images found in stored Pods (total), resolved (done), failed.",
     ["state"],
 )
+EVENT_LOOP_LAG = Gauge(
+    "nonroot_mutator_event_loop_lag_seconds",
+    "Worst delay of the event loop in waking up a timer, over the last 5 s (0 when idle and healthy).",
+)
+TASKS_ALIVE = Gauge("nonroot_mutator_asyncio_tasks", "Asyncio tasks alive in the server's event loop.")
 TLS_NOT_AFTER = Gauge(
     "nonroot_mutator_tls_certificate_expiry_timestamp_seconds",
     "Unix time at which the serving certificate in use expires.",

@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mutator import admission, metrics, webhook
+from mutator import admission, loopstats, metrics, webhook
 from mutator.config import Config
 from mutator.errors import BadReview
 from mutator.policy import Mode
@@ -141,6 +141,7 @@ def make_app(config: Config) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
     app.cleanup_ctx.append(_registry_session)
+    app.cleanup_ctx.append(loopstats.watch)
     return app
 
 
