@@ -407,3 +407,32 @@ def test_ephemeral_update_with_odd_old_names(odd):
     holder["ephemeralContainers"] = [{"name": odd, "image": "x"}, "not-a-container"]
     status, body = pure(document, Mode.ENFORCE)
     check_answer(status, body, document)
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+def test_a_bug_while_deciding_is_answered_by_the_modes_failure_policy(mode, monkeypatch):
+    """Not a 500 with a traceback: enforce refuses (as failurePolicy Fail would), warn/audit allow."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from mutator import server
+    from mutator.config import Config
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(webhook, "handle", broken)
+    document = review("pod-create-kubectl-run")
+
+    async def run() -> tuple[int, dict[str, Any]]:
+        async with TestClient(TestServer(server.make_app(Config()))) as client:
+            reply = await client.post(f"/mutate/{mode.value}", json=document)
+            return reply.status, await reply.json()
+
+    status, reply = asyncio.run(run())
+    assert status == 200 and reply["response"]["uid"] == document["request"]["uid"]
+    said = "nonroot-mutator could not decide on this pod (internal error, logged); retry"
+    if mode is Mode.ENFORCE:
+        assert reply["response"]["allowed"] is False and reply["response"]["status"]["message"] == said
+    else:
+        assert reply["response"]["allowed"] is True and reply["response"]["warnings"] == [said]
+    assert "Traceback" not in json.dumps(reply) and "a bug" not in json.dumps(reply)
