@@ -145,25 +145,71 @@ class _Line:
         return repr(text if len(text) <= _PREVIEW else text[: _PREVIEW - 1] + "…")
 
 
-def _lines(data: bytes, *, path: str, max_line: int, comments: bool) -> Iterator[_Line]:
-    """Every non-blank line as moby's scanner yields it; raises on a line the scanner cannot hold."""
+def _check_line_lengths(data: bytes, *, path: str, max_line: int) -> None:
+    """Raise if any line is longer than the node's scanner holds (anywhere: it stops the whole parse).
+
+    Jumps by up to *max_line* bytes at a time: a window with a newline in it
+    holds only short lines, so a 4 MiB file takes a few dozen C-level searches.
+    """
+    start, size = 0, len(data)
+    while size - start > max_line:
+        newline = data.rfind(b"\n", start, start + max_line + 1)
+        if newline < 0:
+            end = data.find(b"\n", start)
+            length = (size if end < 0 else end) - start
+            number = data.count(b"\n", 0, start) + 1
+            raise InvalidAccountEntry(
+                f"line {number} of {path} is {length} bytes long: the node's "
+                f"parser stops at {max_line + 1} bytes and the container would not start"
+            )
+        start = newline + 1
+
+
+def _parse(raw: bytes, *, comments: bool) -> list[bytes] | None:
+    """One line's fields as moby sees them; ``None`` for a line it skips (blank, or a group comment)."""
+    line = _trim(raw[:-1] if raw.endswith(b"\r") else raw)  # bufio.ScanLines drops a final "\r"
+    if not line or (comments and line.startswith(b"#")):
+        return None
+    return line.split(b":")
+
+
+def _lines(data: bytes, *, comments: bool) -> Iterator[_Line]:
+    """Every line moby's scanner yields, in order (lengths are checked apart)."""
     start, number, size = 0, 0, len(data)
     while start < size:
         end = data.find(b"\n", start)
         if end < 0:
             end = size
         number += 1
-        if end - start > max_line:
-            raise InvalidAccountEntry(
-                f"line {number} of {path} is {end - start} bytes long: the node's parser stops at "
-                f"{max_line + 1} bytes and the container would not start"
-            )
-        raw = data[start:end]
+        fields = _parse(data[start:end], comments=comments)
         start = end + 1
-        line = _trim(raw[:-1] if raw.endswith(b"\r") else raw)
-        if not line or (comments and line.startswith(b"#")):
+        if fields is not None:
+            yield _Line(number, fields)
+
+
+# Bytes that may precede and follow a name field that equals the wanted name: the line's edges,
+# the white space trimmed around it (ASCII, or the last/first byte of a Unicode space), and ":".
+_BEFORE_NAME = frozenset(b"\n \t\v\f\r") | frozenset(range(0x80, 0x100))
+_AFTER_NAME = _BEFORE_NAME | {ord(":")}
+
+
+def _named(data: bytes, wanted: bytes, *, comments: bool) -> _Line | None:
+    """The first line whose name field is *wanted*, parsing only lines where it could be."""
+    start, size, width = 0, len(data), len(wanted)
+    while (hit := data.find(wanted, start)) >= 0:
+        before = data[hit - 1] if hit else 0x0A
+        after = data[hit + width] if hit + width < size else 0x0A
+        if before not in _BEFORE_NAME or after not in _AFTER_NAME:
+            start = hit + 1
             continue
-        yield _Line(number, line.split(b":"))
+        line_start = data.rfind(b"\n", 0, hit) + 1
+        line_end = data.find(b"\n", hit)
+        line_end = size if line_end < 0 else line_end
+        fields = _parse(data[line_start:line_end], comments=comments)
+        if fields is not None and fields[0] == wanted:
+            return _Line(data.count(b"\n", 0, line_start) + 1, fields)
+        start = line_end + 1
+    return None
 
 
 def _go_int(field: bytes | None) -> int:
@@ -200,20 +246,16 @@ def _first(data: bytes, *, path: str, max_line: int, comments: bool, name: str |
            uid: int | None = None) -> _Line | None:
     """The first line matching *name* (or whose uid field the node reads as *uid*).
 
-    The whole file is scanned, as the node does: a line too long anywhere is an error.
+    Line lengths are checked over the whole file first, as the node's parse fails on
+    a long line wherever it is. Time and memory stay linear in the file's size.
     """
-    wanted = name.encode("utf-8", "surrogateescape") if name is not None else None
-    found: _Line | None = None
-    for line in _lines(data, path=path, max_line=max_line, comments=comments):
-        if found is not None:
-            continue
-        if wanted is not None:
-            hit = line.fields[0] == wanted
-        else:
-            hit = _go_int(line.fields[2] if len(line.fields) > 2 else None) == uid
-        if hit:
-            found = line
-    return found
+    _check_line_lengths(data, path=path, max_line=max_line)
+    if name is not None:
+        return _named(data, name.encode("utf-8", "surrogateescape"), comments=comments)
+    for line in _lines(data, comments=comments):
+        if _go_int(line.fields[2] if len(line.fields) > 2 else None) == uid:
+            return line
+    return None
 
 
 def resolve(spec: UserSpec, *, passwd: bytes | None, group: bytes | None) -> Identity:
