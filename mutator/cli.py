@@ -9,6 +9,7 @@ import errno
 import json
 import logging
 import os
+import socket
 import ssl
 import sys
 import tempfile
@@ -127,6 +128,9 @@ async def _with_resolver(config: Config, work: Callable[[Resolver], Awaitable[T]
         return await work(Resolver(client=client, config=config, credentials=credentials))
 
 
+_LISTEN_ERRORS = (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL, errno.EPERM)
+
+
 class _CannotServe(Exception):
     """Why serve cannot start, as one line for stderr."""
 
@@ -165,10 +169,11 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
                 asyncio.run(server.serve(config, host=host, port=port, ssl_context=context,
                                          on_ready=on_ready))
             except OSError as exc:
-                if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL, errno.EPERM):
+                unresolved = isinstance(exc, socket.gaierror)
+                if not unresolved and exc.errno not in _LISTEN_ERRORS:
                     raise
-                raise _CannotServe(f"cannot listen on {host}:{port}: {exc.strerror.lower()}",
-                                   EXIT_CANNOT_SERVE) from None
+                why = (exc.strerror or str(exc)).lower()
+                raise _CannotServe(f"cannot listen on {host}:{port}: {why}", EXIT_CANNOT_SERVE) from None
     except _CannotServe as exc:
         print(f"mutator serve: {exc}", file=sys.stderr)
         return exc.code

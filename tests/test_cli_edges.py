@@ -147,3 +147,10 @@ def test_an_unexpected_exception_is_one_line_and_its_own_exit_code():
     verbose = subprocess.run([sys.executable, "-c", GUARD, "-v", "resolve", "x"], capture_output=True,
                              text=True, timeout=60)
     assert verbose.returncode == cli.EXIT_INTERNAL and "Traceback" in verbose.stderr
+
+
+def test_serve_on_an_address_that_is_not_ours_says_so(cert):
+    # 192.0.2.1 (TEST-NET-1) is never a local address: binding fails at once, no packet is sent.
+    result = mutator("serve", "--listen", "192.0.2.1:8443", "--tls-cert", cert[0], "--tls-key", cert[1])
+    one_line(result, cli.EXIT_CANNOT_SERVE, "mutator serve: cannot listen on 192.0.2.1:8443",
+             "cannot assign requested address")
