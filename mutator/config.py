@@ -186,6 +186,12 @@ class Config:
     def __post_init__(self) -> None:
         if (self.credential_provider_config is None) != (self.credential_provider_bin_dir is None):
             raise ConfigError("credential_provider_config and credential_provider_bin_dir go together")
+    # Compressed and decoded layer bytes one lookup may read (each): bounds decompression bombs.
+    max_scan_bytes: int = field(default=2 * 1024 * 1024 * 1024,
+                                metadata=check(number(at_least=1, integer=True)))
+    # Memory held by the layer digest → account-file facts cache shared by all images.
+    layer_cache_max_bytes: int = field(default=64 * 1024 * 1024,
+                                       metadata=check(number(at_least=1, integer=True)))
 
     def registry(self, host: str) -> RegistryConfig:
         return self.registries.get(host) or RegistryConfig()

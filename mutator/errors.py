@@ -87,3 +87,15 @@ class DeadlineExceeded(ImageError):
 
 class CredentialProviderError(MutatorError):
     """A kubelet credential provider plugin failed or answered badly; the next credential source is tried."""
+
+
+class ScanLimitExceeded(ImageError):
+    """Reading the layers would pass ``max_scan_bytes``: a decompression bomb, or a huge image."""
+
+
+class UnreadableAccountFile(ImageError):
+    """``/etc/passwd`` or ``/etc/group`` cannot be read the way the runtime reads it.
+
+    A dangling or looping link, a FIFO or device in its place, a file over the
+    size limit, or a search that would have to pass a layer we do not fetch.
+    """

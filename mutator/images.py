@@ -26,6 +26,7 @@ class ImageUser:
     uid: int | None
     gid: int | None
     problem: str | None = None  # why uid is None: a name the image's files lack
+    user_layer: str | None = None  # digest of the layer whose /etc/passwd defined a named user
 
     @property
     def runs_as_root(self) -> bool:
@@ -47,6 +48,8 @@ class ImageUser:
             "gid": self.gid,
             "runs_as_root": self.runs_as_root,
         }
+        if self.user_layer:
+            data["user_layer"] = self.user_layer
         if self.problem:
             data["error"] = self.problem
         return data

@@ -19,6 +19,7 @@ from mutator.images import ImageFailure, ImageUser, Resolution
 from mutator.registry import reference, rootfs, transport
 from mutator.registry.client import RegistryClient
 from mutator.registry.credentials import CredentialSources, PullContext
+from mutator.registry.layercache import LayerCache
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class Resolver:
         self.cache: CoalescingCache[Resolution] = CoalescingCache(
             maxsize=config.cache_max_entries, ttl=config.cache_ttl_seconds, keep=_cacheable
         )
+        self.layers = LayerCache(max_bytes=config.layer_cache_max_bytes)
+        self._max_scan_bytes = config.max_scan_bytes
 
     async def resolve(self, images: Iterable[str], *, deadline: float,
                       pull: PullContext | None = None) -> dict[str, Resolution]:
@@ -126,14 +129,20 @@ class Resolver:
         if spec is None:
             return ImageUser(**facts, uid=0, gid=0)
         files = None
+        need_passwd = not spec.user_is_numeric
         if spec.needs_files:  # a number needs no layer (the kubelet checks it); an invalid one is refused
             files = await rootfs.account_files(
-                client, ref, found.layers, group=spec.group is not None and not spec.group_is_numeric
+                client, ref, found.layers, passwd=need_passwd,
+                group=spec.group is not None and not spec.group_is_numeric,
+                cache=self.layers, max_scan_bytes=self._max_scan_bytes,
             )
-            metrics.LAYER_BYTES.inc(files.bytes_read)
+            problem = (files.passwd_problem if need_passwd else None) or files.group_problem
+            if problem:
+                return ImageUser(**facts, uid=None, gid=None, problem=f"cannot read the user: {problem}")
         try:
             identity = passwd.resolve(spec, passwd=files.passwd if files else None,
                                       group=files.group if files else None)
         except UnresolvableUser as exc:
             return ImageUser(**facts, uid=None, gid=None, problem=str(exc))
-        return ImageUser(**facts, uid=identity.uid, gid=identity.gid)
+        return ImageUser(**facts, uid=identity.uid, gid=identity.gid,
+                         user_layer=files.passwd_layer if files is not None and need_passwd else None)

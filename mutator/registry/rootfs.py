@@ -1,105 +1,56 @@
 """Find ``/etc/passwd`` and ``/etc/group`` as the container will see them, streaming layers.
 
-Layers are read top-down, because the topmost layer that has a file (or deletes
-it) decides what the container sees. A layer is streamed through ``tarfile``
-in stream mode in a worker thread, pulling chunks from the event loop on demand,
-so nothing is buffered whole and the download stops as soon as the files are
-found. Whiteouts follow the OCI image spec: ``.wh.NAME`` deletes NAME below,
-``DIR/.wh..wh..opq`` hides everything below in DIR.
+The path is resolved by :class:`~mutator.registry.tree.MergedTree` exactly as
+containerd resolves it (links followed inside the image); the tree asks this
+module, layer by layer from the top, for facts about the paths it walks. Those
+come from the shared :class:`~mutator.registry.layercache.LayerCache`, or from
+streaming the layer: chunks are pulled from the event loop by a worker thread
+that decodes (gzip, zstd, tar) and walks the tar, so the loop never decompresses,
+nothing is buffered whole, and a layer is left as soon as it has decided every
+path asked of it. Layers below the one that decides are never downloaded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
-import posixpath
-import tarfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from mutator.errors import RegistryError, RegistryUnavailable, UnsupportedImage
+from mutator import metrics
+from mutator.errors import RegistryUnavailable, UnreadableAccountFile
+from mutator.registry import layerscan
 from mutator.registry.client import BlobStream, Descriptor, RegistryClient
+from mutator.registry.layercache import LayerCache
+from mutator.registry.layerscan import FOREIGN, MAX_ACCOUNT_FILE_BYTES, Budget, LayerFacts
 from mutator.registry.reference import Reference
+from mutator.registry.tree import MergedTree
 
 PASSWD = "etc/passwd"
 GROUP = "etc/group"
-MAX_ACCOUNT_FILE_BYTES = 4 * 1024 * 1024
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_MARKER = ".wh..wh..opq"
+DEFAULT_MAX_SCAN_BYTES = 2 * 1024 * 1024 * 1024
 # Per chunk: how long the scanning thread waits for the event loop before giving up.
 PULL_TIMEOUT_SECONDS = 120.0
 
-_READABLE_LAYERS = frozenset({
-    "application/vnd.oci.image.layer.v1.tar",
-    "application/vnd.oci.image.layer.v1.tar+gzip",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-    "application/vnd.docker.image.rootfs.diff.tar.gzip",
-    "application/vnd.docker.image.rootfs.diff.tar",
-    "",  # absent media type: tarfile sniffs the compression
-})
+__all__ = ["GROUP", "MAX_ACCOUNT_FILE_BYTES", "PASSWD", "AccountFiles", "account_files"]
 
 
 @dataclass(slots=True)
 class AccountFiles:
-    """The merged files (``None``: absent in the final root filesystem) and what reading cost."""
+    """The merged files (``None``: absent or unreadable) and what reading them cost."""
 
     passwd: bytes | None = None
     group: bytes | None = None
-    layers_read: int = 0
-    bytes_read: int = 0
-    unverified_layers: list[str] = field(default_factory=list)
-
-
-def _normalise(name: str) -> str:
-    name = name.lstrip("/")
-    while name.startswith("./"):
-        name = name[2:].lstrip("/")
-    return posixpath.normpath(name) if name else ""
-
-
-def _covers(directory: str, path: str) -> bool:
-    return path == directory or path.startswith(directory + "/")
-
-
-class _LayerVerdict:
-    """What one layer says about each wanted path: its content, 'deleted below', or nothing."""
-
-    def __init__(self, wanted: set[str]) -> None:
-        self.wanted = wanted
-        self.found: dict[str, bytes] = {}
-        self.deleted: set[str] = set()
-
-    def complete(self) -> bool:
-        return self.wanted <= self.found.keys()
-
-
-def _scan(fileobj: io.RawIOBase, wanted: set[str]) -> tuple[_LayerVerdict, bool]:
-    """Scan one layer's tar stream; returns the verdict and whether it stopped early."""
-    verdict = _LayerVerdict(wanted)
-    try:
-        with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
-            for member in tar:
-                path = _normalise(member.name)
-                directory, base = posixpath.split(path)
-                if path in wanted:
-                    if not member.isreg():
-                        kind = "a link" if member.issym() or member.islnk() else "not a file"
-                        raise UnsupportedImage(f"/{path} in the image is {kind}; cannot read it")
-                    if member.size > MAX_ACCOUNT_FILE_BYTES:
-                        raise RegistryError(f"/{path} is {member.size} bytes, over the limit")
-                    extracted = tar.extractfile(member)
-                    verdict.found[path] = extracted.read() if extracted else b""
-                    if verdict.complete():
-                        return verdict, True
-                elif base == OPAQUE_MARKER:
-                    verdict.deleted |= {w for w in wanted if _covers(directory, w) and w != directory}
-                elif base.startswith(WHITEOUT_PREFIX):
-                    gone = posixpath.join(directory, base[len(WHITEOUT_PREFIX):])
-                    verdict.deleted |= {w for w in wanted if _covers(gone, w)}
-    except tarfile.TarError as exc:
-        raise RegistryError(f"a layer is not a readable tar archive: {exc}") from None
-    return verdict, False
+    passwd_layer: str | None = None  # digest of the layer whose /etc/passwd was read
+    group_layer: str | None = None
+    passwd_problem: str | None = None  # why the runtime could not read it (a dangling link, a FIFO…)
+    group_problem: str | None = None
+    layers_read: int = 0  # layer downloads (a rescan for a link target counts again)
+    bytes_read: int = 0  # compressed bytes downloaded by this lookup (cached layers cost none)
+    unverified_layers: list[str] = field(default_factory=list)  # left early: digest not checked
+    foreign_layers: list[str] = field(default_factory=list)  # not fetched; see _Layers.facts
 
 
 class _Pull(io.RawIOBase):
@@ -131,43 +82,94 @@ class _Pull(io.RawIOBase):
         return size
 
 
-async def _scan_layer(
-    client: RegistryClient, ref: Reference, layer: Descriptor, wanted: set[str], files: AccountFiles
-) -> _LayerVerdict:
-    if layer.media_type not in _READABLE_LAYERS:
-        raise UnsupportedImage(f"{ref}: layer media type {layer.media_type!r} is not supported")
-    loop = asyncio.get_running_loop()
-    async with client.blob(ref, layer) as stream:
-        pull = _Pull(stream, loop)
-        try:
-            verdict, early = await asyncio.to_thread(_scan, pull, wanted)
-        finally:
-            pull.stop.set()  # a cancelled await must not leave the thread pulling
-        if not early:
-            await stream.drain()  # tar padding and compression trailer: then the digest is checked
-        files.layers_read += 1
-        files.bytes_read += stream.bytes_read
-        if not stream.verified:
-            files.unverified_layers.append(layer.digest)
-    return verdict
+class _Layers:
+    """The image's layers as :class:`~mutator.registry.tree.MergedTree` asks for them."""
+
+    def __init__(self, client: RegistryClient, ref: Reference, layers: Sequence[Descriptor], *,
+                 wanted: frozenset[str], cache: LayerCache, budget: Budget, files: AccountFiles) -> None:
+        self._client = client
+        self._ref = ref
+        self._layers = layers
+        self._wanted = wanted
+        self._cache = cache
+        self._budget = budget
+        self._files = files
+        self._known: dict[int, LayerFacts] = {}
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    def digest(self, index: int) -> str:
+        return self._layers[index].digest
+
+    async def facts(self, index: int, path: str) -> LayerFacts:
+        known = self._known.get(index)
+        if known is not None and path in known.covered:
+            return known
+        layer = self._layers[index]
+        if layerscan.encoding(layer.media_type) == FOREIGN:
+            # The runtime fetches it from the URLs in its descriptor; we read no foreign URL.
+            # Above it, every answer is exact; an answer that needs it is refused, never guessed.
+            raise UnreadableAccountFile(
+                f"/{path} is decided in or below layer {layer.digest}, a non-distributable layer "
+                f"({layer.media_type}) that is not fetched from the registry"
+            )
+        facts = await self._cache.facts(layer.digest, path, self._wanted,
+                                        lambda wanted: self._scan(layer, wanted))
+        self._known[index] = facts
+        return facts
+
+    async def _scan(self, layer: Descriptor, wanted: frozenset[str]) -> LayerFacts:
+        what = f"layer {layer.digest} of {self._ref}"
+        kind = layerscan.encoding(layer.media_type)
+        loop = asyncio.get_running_loop()
+        async with self._client.blob(self._ref, layer) as stream:
+            pull = _Pull(stream, loop)
+            try:
+                facts, early = await asyncio.to_thread(
+                    layerscan.scan, pull, kind, wanted, budget=self._budget, what=what
+                )
+            finally:
+                pull.stop.set()  # a cancelled await must not leave the thread pulling
+            # The rest of a layer read to its end (tar padding, compression trailer) is read so the
+            # digest is checked, unless that would pass the scan budget.
+            if not early and layer.size - stream.bytes_read <= self._budget.compressed:
+                before = stream.bytes_read
+                await stream.drain()
+                self._budget.compressed -= stream.bytes_read - before
+            metrics.LAYER_BYTES.inc(stream.bytes_read)
+            self._files.layers_read += 1
+            self._files.bytes_read += stream.bytes_read
+            if not stream.verified:
+                self._files.unverified_layers.append(layer.digest)
+            return dataclasses.replace(facts, verified=stream.verified, bytes_read=stream.bytes_read)
 
 
 async def account_files(
-    client: RegistryClient, ref: Reference, layers: Sequence[Descriptor], *, group: bool
+    client: RegistryClient,
+    ref: Reference,
+    layers: Sequence[Descriptor],
+    *,
+    group: bool,
+    passwd: bool = True,
+    cache: LayerCache | None = None,
+    max_scan_bytes: int = DEFAULT_MAX_SCAN_BYTES,
 ) -> AccountFiles:
-    """The merged ``/etc/passwd`` (and ``/etc/group`` when *group*) of the image's root filesystem.
+    """The merged ``/etc/passwd`` (when *passwd*) and ``/etc/group`` (when *group*) of the image.
 
-    A layer read to its end is digest-verified; one left early because both
-    files were found is listed in ``unverified_layers`` (its prefix was enough).
+    A layer read to its end is digest-verified; one left early because it
+    decided every path asked of it is listed in ``unverified_layers``.
     """
     files = AccountFiles()
-    pending = {PASSWD, GROUP} if group else {PASSWD}
-    for layer in reversed(layers):
-        if not pending:
-            break
-        verdict = await _scan_layer(client, ref, layer, set(pending), files)
-        for path, content in verdict.found.items():
-            setattr(files, posixpath.basename(path), content)
-        pending -= verdict.found.keys() | verdict.deleted
+    wanted = frozenset(p for p, needed in ((PASSWD, passwd), (GROUP, group)) if needed)
+    files.foreign_layers = [d.digest for d in layers if layerscan.encoding(d.media_type) == FOREIGN]
+    source = _Layers(client, ref, layers, wanted=wanted, cache=cache or LayerCache(max_bytes=1 << 24),
+                     budget=Budget(max_scan_bytes), files=files)
+    tree = MergedTree(source)
+    for path, name in ((PASSWD, "passwd"), (GROUP, "group")):
+        if path in wanted:
+            found = await tree.read("/" + path)
+            setattr(files, name, found.content)
+            setattr(files, f"{name}_layer", found.layer)
+            setattr(files, f"{name}_problem", found.problem)
     return files
-
