@@ -226,4 +226,5 @@ async def test_an_unsupported_layer_type_is_a_clear_permanent_error(session, reg
     ref = pusher.image("test/bzip2", "v1", user="app", layers=[odd]).reference
     result = await make_resolver(session, registry).lookup(ref)
     assert isinstance(result, ImageFailure) and not result.temporary
-    assert "layer media type 'application/vnd.oci.image.layer.v1.tar+bzip2' is not supported" in result.message
+    assert ("layer media type 'application/vnd.oci.image.layer.v1.tar+bzip2' is not supported"
+            in result.message)

@@ -26,7 +26,7 @@ from mutator.registry.client import BlobStream, Descriptor, RegistryClient
 from mutator.registry.layercache import LayerCache
 from mutator.registry.layerscan import FOREIGN, MAX_ACCOUNT_FILE_BYTES, Budget, LayerFacts
 from mutator.registry.reference import Reference
-from mutator.registry.tree import MergedTree
+from mutator.registry.tree import AccountFile, MergedTree
 
 PASSWD = "etc/passwd"
 GROUP = "etc/group"
@@ -163,12 +163,16 @@ async def account_files(
     files = AccountFiles()
     wanted = frozenset(p for p, needed in ((PASSWD, passwd), (GROUP, group)) if needed)
     files.foreign_layers = [d.digest for d in layers if layerscan.encoding(d.media_type) == FOREIGN]
-    source = _Layers(client, ref, layers, wanted=wanted, cache=cache or LayerCache(max_bytes=1 << 24),
-                     budget=Budget(max_scan_bytes), files=files)
+    cache = cache if cache is not None else LayerCache(max_bytes=1 << 24)  # an empty cache is falsy
+    source = _Layers(client, ref, layers, wanted=wanted, cache=cache, budget=Budget(max_scan_bytes),
+                     files=files)
     tree = MergedTree(source)
     for path, name in ((PASSWD, "passwd"), (GROUP, "group")):
         if path in wanted:
-            found = await tree.read("/" + path)
+            try:
+                found = await tree.read("/" + path)
+            except UnreadableAccountFile as exc:
+                found = AccountFile(None, problem=str(exc))
             setattr(files, name, found.content)
             setattr(files, f"{name}_layer", found.layer)
             setattr(files, f"{name}_problem", found.problem)

@@ -18,6 +18,7 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
+OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
@@ -62,13 +63,22 @@ def layer(
     whiteouts: Sequence[str] = (),
     opaque: Sequence[str] = (),
     symlinks: Mapping[str, str] | None = None,
+    hardlinks: Mapping[str, str] | None = None,
+    special: Mapping[str, bytes] | None = None,
+    raw: Sequence[tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]] = (),
     padding_files: int = 0,
-    compress: bool = True,
+    compress: bool | str = True,
+    end_marker: bool = True,
 ) -> Blob:
     """A layer tar: *files* by path, ``.wh.`` entries for *whiteouts*, opaque markers for dirs.
 
     *padding_files* adds files of incompressible bytes before everything else,
     to make a layer whose interesting entries sit far into the stream.
+    *hardlinks* maps a path to the path it links to (written after the files);
+    *special* maps a path to a tar type (``tarfile.FIFOTYPE``, ``CHRTYPE``…);
+    *raw* entries are written last exactly as given (names untouched, no parent
+    directories added). *compress* is True/``"gzip"``, ``"zstd"`` or False (plain
+    tar); *end_marker* False drops the two zero blocks that end a tar.
     """
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -90,6 +100,12 @@ def layer(
             info.size, info.mode = len(data), 0o644
             tar.addfile(info, io.BytesIO(data))
 
+        def add_link(path: str, kind: bytes, target: str = "") -> None:
+            add_dirs(path)
+            info = tarfile.TarInfo(path)
+            info.type, info.linkname, info.mode = kind, target, 0o644
+            tar.addfile(info)
+
         for i in range(padding_files):
             add_file(f"usr/share/filler/{i}.bin", hashlib.sha512(str(i).encode()).digest() * 2048)
         for directory in opaque:
@@ -100,14 +116,28 @@ def layer(
         for path, data in (files or {}).items():
             add_file(path, data)
         for path, target in (symlinks or {}).items():
-            add_dirs(path)
-            info = tarfile.TarInfo(path)
-            info.type, info.linkname = tarfile.SYMTYPE, target
-            tar.addfile(info)
-    raw = buffer.getvalue()
-    if not compress:
-        return Blob(OCI_LAYER_TAR, raw, sha256(raw))
-    return Blob(OCI_LAYER_GZIP, gzip.compress(raw, mtime=0), sha256(raw))
+            add_link(path, tarfile.SYMTYPE, target)
+        for path, target in (hardlinks or {}).items():
+            add_link(path, tarfile.LNKTYPE, target)
+        for path, kind in (special or {}).items():
+            add_link(path, kind)
+        for item in raw:
+            info, data = item if isinstance(item, tuple) else (item, b"")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data else None)
+        body = buffer.getvalue()  # entries are written as added; close() appends the end marker
+    return encode(buffer.getvalue() if end_marker else body, compress)
+
+
+def encode(raw_tar: bytes, compress: bool | str = True) -> Blob:
+    """A layer blob of an uncompressed tar: gzip (True/"gzip"), "zstd", or plain (False)."""
+    if compress is False:
+        return Blob(OCI_LAYER_TAR, raw_tar, sha256(raw_tar))
+    if compress == "zstd":
+        import zstandard
+
+        return Blob(OCI_LAYER_ZSTD, zstandard.ZstdCompressor().compress(raw_tar), sha256(raw_tar))
+    return Blob(OCI_LAYER_GZIP, gzip.compress(raw_tar, mtime=0), sha256(raw_tar))
 
 
 def passwd(*entries: tuple[str, int, int]) -> bytes:

@@ -1,0 +1,150 @@
+"""The layer scan against the real registry: links, layer shapes, entry names, the shared-layer cache."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from mutator import metrics
+from mutator.config import from_mapping
+from mutator.images import ImageUser
+from mutator.registry import reference, rootfs
+from mutator.registry.client import RegistryClient
+from mutator.registry.layercache import LayerCache
+from mutator.resolver import Resolver
+from tests.support import rootfs_images
+from tests.support.images import Pusher, group, layer, passwd
+from tests.support.registry import RegistryServer
+
+pytestmark = pytest.mark.registry
+CASES = {case.name: case for case in rootfs_images.cases()}
+
+
+@pytest.fixture(scope="module")
+def pushed(pusher: Pusher) -> dict[str, str]:
+    return rootfs_images.push_all(pusher)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client_session:
+        yield client_session
+
+
+def make_resolver(session: aiohttp.ClientSession, registry: RegistryServer, **settings: object) -> Resolver:
+    config = from_mapping({"registries": {registry.host: {"plain_http": True}}, **settings})
+    return Resolver(client=RegistryClient(session=session, registries=config.registry), config=config)
+
+
+def layer_bytes() -> float:
+    return metrics.LAYER_BYTES._value.get()
+
+
+def layer_lookups(result: str) -> float:
+    return metrics.CACHE_LOOKUPS.labels("layer", result)._value.get()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+async def test_each_image_resolves_as_the_node_does(session, registry, pushed, name):
+    case = CASES[name]
+    result = await make_resolver(session, registry).lookup(pushed[name])
+    assert isinstance(result, ImageUser), result
+    if case.problem is None:
+        assert (result.uid, result.gid, result.problem) == (case.uid, case.gid, None)
+        if case.user_layer is not None:
+            assert result.user_layer == case.layers[case.user_layer].digest
+    else:
+        assert result.uid is None and not result.runs_as_root
+        assert case.problem in (result.problem or ""), result.problem
+
+
+async def test_only_the_layers_a_path_needs_are_read(session, registry, pushed):
+    """many-layers: the user is in layer 5 of 7; the two layers below it are never fetched."""
+    config = from_mapping({"registries": {registry.host: {"plain_http": True}}})
+    client = RegistryClient(session=session, registries=config.registry)
+    ref = reference.parse(pushed["many-layers"])
+    image = await client.image(ref, config.platform)
+    files = await rootfs.account_files(client, ref, image.layers, group=False,
+                                       cache=LayerCache(max_bytes=1 << 20))
+    assert b"app:x:1900:1900" in files.passwd and files.passwd_layer == image.layers[4].digest
+    assert files.layers_read == 3
+    assert files.bytes_read == sum(d.size for d in image.layers[4:])
+
+
+async def test_a_foreign_layer_below_the_answer_is_noted_not_fetched(session, registry, pushed):
+    config = from_mapping({"registries": {registry.host: {"plain_http": True}}})
+    client = RegistryClient(session=session, registries=config.registry)
+    ref = reference.parse(pushed["foreign-below"])
+    image = await client.image(ref, config.platform)
+    files = await rootfs.account_files(client, ref, image.layers, group=False)
+    assert files.foreign_layers == [image.layers[0].digest]
+    assert files.layers_read == 1 and b"app:x:1800" in files.passwd
+
+
+async def test_a_shared_base_layer_is_read_once(session, registry, pusher):
+    """Two images on one big base: the second reads none of the base's bytes (issue 8)."""
+    base = layer({"etc/passwd": passwd(("app", 2100, 2100)), "etc/group": group(("staff", 60))},
+                 padding_files=32)
+    first = pusher.image("shared/first", "v1", user="app", layers=[base, layer({"srv/a": b"a"})]).reference
+    top = layer({"srv/b": b"b"})
+    second = pusher.image("shared/second", "v1", user="app", layers=[base, top]).reference
+    resolver = make_resolver(session, registry)
+
+    before, misses = layer_bytes(), layer_lookups("miss")
+    assert (await resolver.lookup(first)).uid == 2100
+    cold = layer_bytes() - before
+    assert cold > len(base.data) // 50  # the base was streamed up to passwd (its first entries)
+    assert layer_lookups("miss") - misses == 2
+
+    before, hits = layer_bytes(), layer_lookups("hit")
+    result = await resolver.lookup(second)
+    assert (result.uid, result.user_layer) == (2100, base.digest)
+    assert layer_bytes() - before == len(top.data)  # only the second image's own layer
+    assert layer_lookups("hit") - hits >= 1
+
+    # A group name needs /etc/group, which the cached facts do not cover: one rescan, then cached.
+    third = pusher.image("shared/third", "v1", user="app:staff", layers=[base, top]).reference
+    before = layer_bytes()
+    assert (await resolver.lookup(third)).gid == 60
+    assert 0 < layer_bytes() - before <= len(base.data) + len(top.data)
+    before = layer_bytes()
+    fourth = pusher.image("shared/fourth", "v1", user="app:staff", layers=[base]).reference
+    assert (await resolver.lookup(fourth)).gid == 60
+    assert layer_bytes() == before
+
+
+async def test_concurrent_scans_of_one_layer_share_one_read(session, registry, pusher):
+    base = layer({"etc/passwd": passwd(("app", 2200, 2200))}, padding_files=16)
+    refs = [pusher.image(f"coalesce/img{i}", "v1", user="app", layers=[base, layer({f"srv/{i}": b"x"})]
+                         ).reference for i in range(6)]
+    resolver = make_resolver(session, registry)
+    misses, before = layer_lookups("miss"), layer_bytes()
+    results = await asyncio.gather(*(resolver.lookup(ref) for ref in refs))
+    assert {r.uid for r in results} == {2200}
+    tops = sum(len(layer({f"srv/{i}": b"x"}).data) for i in range(6))
+    read = layer_bytes() - before
+    assert read <= tops + len(base.data)  # the base layer was streamed once, not six times
+    assert layer_lookups("miss") - misses == 7  # six top layers and one base: the rest joined or hit
+
+
+def test_the_cache_is_bounded_by_memory():
+    from mutator.registry.layerscan import Entry, LayerFacts
+
+    cache = LayerCache(max_bytes=10_000)
+
+    async def fill() -> None:
+        for i in range(100):
+            facts = LayerFacts(wanted=frozenset({"etc/passwd"}), covered=frozenset({"etc", "etc/passwd"}),
+                               entries={"etc/passwd": Entry("file", content=b"x" * 1000, size=1000)})
+
+            async def scan(_wanted: frozenset[str], facts: LayerFacts = facts) -> LayerFacts:
+                return facts
+
+            await cache.facts(f"sha256:{i:064x}", "etc/passwd", frozenset({"etc/passwd"}), scan)
+
+    asyncio.run(fill())
+    assert 0 < len(cache) < 100 and cache.bytes <= 10_000
+    assert cache.peek(f"sha256:{99:064x}") is not None and cache.peek(f"sha256:{0:064x}") is None
