@@ -1,0 +1,162 @@
+"""The node as oracle: containerd 1.6's own ``oci.WithUser`` on the unpacked image must agree with us.
+
+Each test image is copied out of the loopback registry with skopeo (layers
+recompressed as gzip, since umoci 0.4 reads no zstd: the tar inside is unchanged), unpacked
+with ``umoci raw unpack --rootless``, and handed to a few lines of Go that call
+containerd's ``oci.WithUser(USER)`` with the unpacked directory as the spec's
+root (the path ``WithUser`` takes when a container has no snapshotter), exactly
+as the CRI plugin calls it for an image's USER. The harness is built once,
+offline, from the containerd source Debian ships, and cached under
+``~/.cache/nonroot-mutator/oracle/``.
+
+Agreement means: the same uid (and gid, when we set one), or both refusing.
+Where we knowingly differ the case says why (see ``Case.oracle_differs``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from mutator.config import from_mapping
+from mutator.images import ImageUser
+from mutator.registry.client import RegistryClient
+from mutator.resolver import Resolver
+from tests.support import rootfs_images
+from tests.support.images import Pusher
+from tests.support.registry import RegistryServer
+
+pytestmark = pytest.mark.registry
+
+GOCODE = Path("/usr/share/gocode")
+CONTAINERD = GOCODE / "src/github.com/containerd/containerd/oci/spec_opts.go"
+HARNESS = """package main
+
+// Prints the uid and gid containerd's CRI plugin gives a container whose image says USER argv[2],
+// for the image root filesystem unpacked at argv[1]; exit 3 with the error when containerd refuses.
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/containerd/containerd/containers"
+	"github.com/containerd/containerd/oci"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func main() {
+	root, user := os.Args[1], os.Args[2]
+	s := &oci.Spec{Root: &specs.Root{Path: root}, Linux: &specs.Linux{}, Process: &specs.Process{}}
+	if user != "" { // the CRI plugin only applies WithUser to a non-empty USER
+		if err := oci.WithUser(user)(context.Background(), nil, &containers.Container{}, s); err != nil {
+			fmt.Printf("error: %v\\n", err)
+			os.Exit(3)
+		}
+	}
+	fmt.Printf("%d %d\\n", s.Process.User.UID, s.Process.User.GID)
+}
+"""
+TOOLS = {"skopeo": "skopeo", "umoci": "umoci", "go": "golang-go"}
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nonroot-mutator" / "oracle"
+
+
+@pytest.fixture(scope="session")
+def oracle() -> Path:
+    """The Go harness, built offline once (keyed by its source and containerd's)."""
+    missing = [package for tool, package in TOOLS.items() if shutil.which(tool) is None]
+    if not CONTAINERD.is_file():
+        missing.append("golang-github-containerd-containerd-dev")
+    if missing:
+        pytest.fail(f"the oracle needs {' '.join(missing)}: run scripts/setup.sh")
+    key = hashlib.sha256(HARNESS.encode() + CONTAINERD.read_bytes()).hexdigest()[:16]
+    binary = _cache_dir() / key / "with-user"
+    if binary.is_file():
+        return binary
+    gopath = _cache_dir() / key / "gopath"
+    source = gopath / "src" / "withuser"
+    source.mkdir(parents=True, exist_ok=True)
+    (source / "main.go").write_text(HARNESS)
+    env = {**os.environ, "GO111MODULE": "off", "GOPATH": f"{gopath}:{GOCODE}", "GOFLAGS": "",
+           "GOCACHE": str(_cache_dir() / "gocache"), "GOPROXY": "off", "CGO_ENABLED": "0"}
+    built = subprocess.run(["go", "build", "-o", f"{binary}.tmp", "withuser"], cwd=gopath, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr
+    os.replace(f"{binary}.tmp", binary)
+    return binary
+
+
+def node_answer(oracle: Path, image: str, user: str, work: Path) -> tuple[int, int] | str:
+    """(uid, gid) as the node sets them, or containerd's (or the pull's) error."""
+    layout = work / "layout"
+    copied = subprocess.run(
+        ["skopeo", "copy", "--quiet", "--src-tls-verify=false", "--override-os", "linux",
+         "--override-arch", "amd64", "--dest-compress", "--dest-compress-format", "gzip",
+         f"docker://{image}", f"oci:{layout}:x"],
+        capture_output=True, text=True, timeout=120,
+    )
+    if copied.returncode != 0:
+        return f"pull: {copied.stderr.strip()}"
+    rootfs = work / "rootfs"
+    unpacked = subprocess.run(["umoci", "raw", "unpack", "--rootless", "--image", f"{layout}:x", str(rootfs)],
+                              capture_output=True, text=True, timeout=120)
+    if unpacked.returncode != 0:
+        return f"unpack: {unpacked.stderr.strip()}"
+    ran = subprocess.run([str(oracle), str(rootfs), user], capture_output=True, text=True, timeout=60)
+    if ran.returncode != 0:
+        return ran.stdout.strip() or ran.stderr.strip()
+    uid, gid = ran.stdout.split()
+    return int(uid), int(gid)
+
+
+@pytest.fixture
+async def resolver(registry: RegistryServer) -> AsyncIterator[Resolver]:
+    config = from_mapping({"registries": {registry.host: {"plain_http": True}}})
+    async with aiohttp.ClientSession() as session:
+        yield Resolver(client=RegistryClient(session=session, registries=config.registry), config=config)
+
+
+@pytest.fixture(scope="module")
+def subjects(pusher: Pusher, images: dict[str, str]) -> Iterator[list[tuple[str, str, str | None]]]:
+    """(name, reference, why the oracle differs) for every image it can copy."""
+    mine = [case for case in rootfs_images.cases() if case.oracle_skip is None]
+    pushed = rootfs_images.push_all(pusher, mine)
+    yield ([(name, ref, None) for name, ref in images.items()]
+           + [(case.name, pushed[case.name], case.oracle_differs) for case in mine])
+
+
+async def test_the_node_agrees(oracle, subjects, resolver, tmp_path):
+    rows = []
+    disagreements = []
+    for name, image, differs in subjects:
+        ours = await resolver.lookup(image)
+        user = ours.user if isinstance(ours, ImageUser) else ""
+        work = tmp_path / name
+        work.mkdir()
+        node = await asyncio.to_thread(node_answer, oracle, image, user, work)
+        if isinstance(ours, ImageUser) and ours.uid is not None:
+            mine: tuple[int, int | None] | str = (ours.uid, ours.gid)
+        else:
+            mine = "refused: " + (ours.problem if isinstance(ours, ImageUser) else ours.message) or ""
+        if isinstance(node, tuple) and isinstance(mine, tuple):
+            # A numeric USER with no group leaves the gid to the runtime (we patch no runAsGroup).
+            agree = mine[0] == node[0] and mine[1] in (None, node[1])
+        else:
+            agree = isinstance(node, str) and isinstance(mine, str)
+        rows.append(f"{name:28} {user!r:14} ours={mine!s:60.60} node={node!s:50.50} "
+                    f"{'agree' if agree else 'DIFFER: ' + (differs or '?')}")
+        if agree == (differs is not None):
+            disagreements.append(rows[-1])
+    print("\n" + "\n".join(rows))
+    assert not disagreements, "\n".join(disagreements)
+    assert len(rows) >= 40
