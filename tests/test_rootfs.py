@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 
 from mutator import metrics
@@ -14,29 +12,18 @@ from mutator.images import ImageUser
 from mutator.registry import reference, rootfs
 from mutator.registry.client import RegistryClient
 from mutator.registry.layercache import LayerCache
-from mutator.resolver import Resolver
 from tests.support import rootfs_images
 from tests.support.images import Pusher, group, layer, passwd
-from tests.support.registry import RegistryServer
+from tests.support.resolving import make_resolver, open_session
 
 pytestmark = pytest.mark.registry
+session = pytest.fixture(open_session)
 CASES = {case.name: case for case in rootfs_images.cases()}
 
 
 @pytest.fixture(scope="module")
 def pushed(pusher: Pusher) -> dict[str, str]:
     return rootfs_images.push_all(pusher)
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client_session:
-        yield client_session
-
-
-def make_resolver(session: aiohttp.ClientSession, registry: RegistryServer, **settings: object) -> Resolver:
-    config = from_mapping({"registries": {registry.host: {"plain_http": True}}, **settings})
-    return Resolver(client=RegistryClient(session=session, registries=config.registry), config=config)
 
 
 def layer_bytes() -> float:

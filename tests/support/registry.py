@@ -89,6 +89,12 @@ class RegistryServer:
                  retry_on=(OSError,))
         return self
 
+    def blob_path(self, digest: str) -> Path:
+        """Where the registry stores a blob: lets a test alter what it serves under that digest."""
+        algorithm, _, hexdigest = digest.partition(":")
+        return (self._dir / "store" / "docker/registry/v2/blobs" / algorithm / hexdigest[:2] / hexdigest
+                / "data")
+
     def stop(self) -> None:
         if self._process is not None:
             self._process.terminate()

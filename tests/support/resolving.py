@@ -1,0 +1,24 @@
+"""A resolver against the loopback registry, for the test tiers that drive the layer scan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+
+from mutator.config import from_mapping
+from mutator.registry.client import RegistryClient
+from mutator.resolver import Resolver
+from tests.support.registry import RegistryServer
+
+
+async def open_session() -> AsyncIterator[aiohttp.ClientSession]:
+    """Body of a ``session`` fixture: ``session = pytest.fixture(open_session)`` in a test module."""
+    async with aiohttp.ClientSession() as client_session:
+        yield client_session
+
+
+def make_resolver(session: aiohttp.ClientSession, registry: RegistryServer, **settings: object) -> Resolver:
+    """A resolver reaching *registry* over plain HTTP, with further config *settings*."""
+    config = from_mapping({"registries": {registry.host: {"plain_http": True}}, **settings})
+    return Resolver(client=RegistryClient(session=session, registries=config.registry), config=config)
