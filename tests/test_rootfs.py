@@ -135,3 +135,14 @@ def test_the_cache_is_bounded_by_memory():
     asyncio.run(fill())
     assert 0 < len(cache) < 100 and cache.bytes <= 10_000
     assert cache.peek(f"sha256:{99:064x}") is not None and cache.peek(f"sha256:{0:064x}") is None
+
+
+@pytest.mark.parametrize("key", ["max_scan_bytes", "layer_cache_max_bytes"])
+@pytest.mark.parametrize("value", [0, -1, "1GB", True, 1.5])
+def test_the_scan_limits_are_checked_at_start(key, value):
+    from mutator.config import from_mapping
+    from mutator.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"{key} must be (an integer|at least 1)"):
+        from_mapping({key: value})
+    assert getattr(from_mapping({key: 4096}), key) == 4096
