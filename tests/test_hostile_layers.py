@@ -156,3 +156,23 @@ async def test_garbage_for_a_layer_is_a_clear_error(session, registry, pusher):
     junk = Blob(OCI_LAYER_GZIP, b"\x1f\x8b" + bytes(range(256)) * 4, "sha256:" + "0" * 64)
     ref = pusher.image("hostile/junk", "v1", user="app", layers=[PASSWD_LAYER, junk]).reference
     assert "is not valid gzip" in refused(await make_resolver(session, registry).lookup(ref))
+
+
+def test_a_zstd_frame_asking_for_a_huge_window_is_refused():
+    """A frame may ask for a 2 GiB window; we allocate at most 128 MiB (builders use 8 or 128)."""
+    import io
+
+    import zstandard
+
+    from mutator.errors import UnsupportedImage
+    from mutator.registry import layerscan
+
+    params = zstandard.ZstdCompressionParameters(window_log=28, enable_ldm=True)
+    buffer = io.BytesIO()
+    writer = zstandard.ZstdCompressor(compression_params=params).stream_writer(buffer, closefd=False)
+    writer.write(b"x" * 100_000)
+    writer.flush(zstandard.FLUSH_FRAME)
+    assert zstandard.get_frame_parameters(buffer.getvalue()).window_size == 256 * MIB
+    with pytest.raises(UnsupportedImage, match="needs a zstd window over the 134217728 bytes"):
+        layerscan.scan(io.BytesIO(buffer.getvalue()), layerscan.ZSTD, frozenset({"etc/passwd"}),
+                       budget=layerscan.Budget(MIB * 1024), what="layer x")

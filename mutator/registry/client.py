@@ -302,26 +302,40 @@ class BlobStream:
 
     async def next_chunk(self) -> bytes:
         """The next chunk, or ``b""`` at the end (after the digest has been verified)."""
+        chunk = await self.next_unhashed()
+        self.absorb(chunk)
+        return chunk
+
+    async def next_unhashed(self) -> bytes:
+        """The next chunk, or ``b""`` at the end, left for :meth:`absorb` to count and hash.
+
+        A layer scan calls ``absorb`` in its worker thread, so hashing a big layer
+        does not run on the event loop.
+        """
         try:
-            chunk = await self._chunks.__anext__()
+            return await self._chunks.__anext__()
         except StopAsyncIteration:
+            return b""
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise RegistryUnavailable(f"blob {self._descriptor.digest} was cut off: {exc}") from None
+
+    def absorb(self, chunk: bytes) -> None:
+        """Count and hash a chunk from :meth:`next_unhashed`; ``b""`` (the end) checks the digest."""
+        if not chunk:
             if self.bytes_read != self._descriptor.size:
                 raise DigestMismatch(
                     f"blob {self._descriptor.digest} ended after {self.bytes_read} of "
                     f"{self._descriptor.size} bytes"
-                ) from None
+                )
             actual = f"{self._descriptor.digest.partition(':')[0]}:{self._hasher.hexdigest()}"
             if actual != self._descriptor.digest:
-                raise DigestMismatch(f"blob {self._descriptor.digest} hashed to {actual}") from None
+                raise DigestMismatch(f"blob {self._descriptor.digest} hashed to {actual}")
             self.verified = True
-            return b""
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            raise RegistryUnavailable(f"blob {self._descriptor.digest} was cut off: {exc}") from None
+            return
         self.bytes_read += len(chunk)
         if self.bytes_read > self._descriptor.size:
             raise DigestMismatch(f"blob {self._descriptor.digest} is longer than its descriptor says")
         self._hasher.update(chunk)
-        return chunk
 
     async def drain(self) -> None:
         """Read what is left, so the digest is checked."""

@@ -188,6 +188,9 @@ class _Decoded(io.RawIOBase):
             try:
                 data = self._zstd.read(len(buffer))
             except zstandard.ZstdError as exc:
+                if "too much memory" in str(exc):
+                    raise UnsupportedImage(f"{self._what} needs a zstd window over the "
+                                           f"{MAX_ZSTD_WINDOW_BYTES} bytes we allocate") from None
                 raise RegistryError(f"{self._what} is not valid zstd: {exc}") from None
         elif self._kind == GZIP:
             data = self._gunzip(len(buffer))

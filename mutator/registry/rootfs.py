@@ -70,8 +70,9 @@ class _Pull(io.RawIOBase):
         while not self._pending and not self._eof:
             if self.stop.is_set():
                 raise RegistryUnavailable("layer scan abandoned")
-            future = asyncio.run_coroutine_threadsafe(self._stream.next_chunk(), self._loop)
+            future = asyncio.run_coroutine_threadsafe(self._stream.next_unhashed(), self._loop)
             chunk = future.result(timeout=PULL_TIMEOUT_SECONDS)
+            self._stream.absorb(chunk)  # hashed here, in the worker thread, not on the event loop
             if chunk:
                 self._pending = chunk
             else:
