@@ -89,10 +89,11 @@ def oracle() -> Path:
     (source / "main.go").write_text(HARNESS)
     env = {**os.environ, "GO111MODULE": "off", "GOPATH": f"{gopath}:{GOCODE}", "GOFLAGS": "",
            "GOCACHE": str(_cache_dir() / "gocache"), "GOPROXY": "off", "CGO_ENABLED": "0"}
-    built = subprocess.run(["go", "build", "-o", f"{binary}.tmp", "withuser"], cwd=gopath, env=env,
+    partial = f"{binary}.{os.getpid()}.tmp"  # another session building at once keeps its own
+    built = subprocess.run(["go", "build", "-o", partial, "withuser"], cwd=gopath, env=env,
                            capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr
-    os.replace(f"{binary}.tmp", binary)
+    os.replace(partial, binary)
     return binary
 
 
