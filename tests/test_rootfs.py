@@ -8,10 +8,12 @@ import pytest
 
 from mutator import metrics
 from mutator.config import from_mapping
+from mutator.errors import ScanLimitExceeded
 from mutator.images import ImageUser
 from mutator.registry import reference, rootfs
 from mutator.registry.client import RegistryClient
 from mutator.registry.layercache import LayerCache
+from mutator.registry.layerscan import LayerFacts, closure
 from tests.support import rootfs_images
 from tests.support.images import Pusher, group, layer, passwd
 from tests.support.resolving import make_resolver, open_session
@@ -118,7 +120,7 @@ async def test_concurrent_scans_of_one_layer_share_one_read(session, registry, p
 
 
 def test_the_cache_is_bounded_by_memory():
-    from mutator.registry.layerscan import Entry, LayerFacts
+    from mutator.registry.layerscan import Entry
 
     cache = LayerCache(max_bytes=10_000)
 
@@ -146,3 +148,52 @@ def test_the_scan_limits_are_checked_at_start(key, value):
     with pytest.raises(ConfigError, match=f"{key} must be (an integer|at least 1)"):
         from_mapping({key: value})
     assert getattr(from_mapping({key: 4096}), key) == 4096
+
+
+def _facts(*paths: str) -> LayerFacts:
+    return LayerFacts(wanted=frozenset(paths), covered=closure(frozenset(paths)))
+
+
+async def test_the_cache_shares_one_read_and_survives_a_reader_that_gives_up():
+    """Pure logic of the layer cache, with scans the test controls."""
+    cache = LayerCache(max_bytes=1 << 20)
+    started: list[frozenset[str]] = []
+    reading: asyncio.Queue[frozenset[str]] = asyncio.Queue()
+    release = asyncio.Event()
+
+    async def slow_scan(wanted: frozenset[str]) -> LayerFacts:
+        started.append(wanted)
+        reading.put_nowait(wanted)
+        await release.wait()
+        return _facts(*wanted)
+
+    want = frozenset({"etc/passwd"})
+    first = asyncio.ensure_future(cache.facts("sha256:a", "etc/passwd", want, slow_scan))
+    second = asyncio.ensure_future(cache.facts("sha256:a", "etc", want, slow_scan))
+    await reading.get()
+    release.set()
+    assert (await first).covered == (await second).covered == {"etc", "etc/passwd"}
+    assert len(started) == 1  # one read for both
+
+    # A wider need rescans once for the union; the result replaces the narrower facts.
+    wider = await cache.facts("sha256:a", "etc/group", want, slow_scan)
+    assert started[-1] == {"etc/passwd", "etc/group"} and cache.peek("sha256:a") is wider
+
+    # The reader's lookup gives up: its read stops, and the one waiting reads for itself.
+    release.clear()
+    reader = asyncio.ensure_future(cache.facts("sha256:b", "etc/passwd", want, slow_scan))
+    await reading.get()  # the rescan for etc/group
+    await reading.get()
+    waiter = asyncio.ensure_future(cache.facts("sha256:b", "etc/passwd", want, slow_scan))
+    await asyncio.sleep(0)
+    reader.cancel()
+    assert await asyncio.wait_for(reading.get(), 10) == want  # the waiter's own read
+    release.set()
+    assert "etc/passwd" in (await waiter).covered and reader.cancelled()
+
+    async def failing(_wanted: frozenset[str]) -> LayerFacts:
+        raise ScanLimitExceeded("too big")
+
+    with pytest.raises(ScanLimitExceeded):
+        await cache.facts("sha256:c", "etc/passwd", want, failing)
+    assert cache.peek("sha256:c") is None  # a failure is never kept

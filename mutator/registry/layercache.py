@@ -9,7 +9,8 @@ layer for the union and the larger facts replace the smaller.
 Bounded by memory, not by count: each entry weighs what it holds (typically a
 passwd and a group file, 1-3 KiB); ``layer_cache_max_bytes`` caps the sum
 (default 64 MiB, some 20,000 typical layers). Concurrent scans of one layer are
-coalesced: the second asker waits for the first scan rather than reading again.
+coalesced: the second asker waits for the first scan rather than reading again (and
+reads itself if the first asker gives up and its read is stopped).
 """
 
 from __future__ import annotations
@@ -61,8 +62,13 @@ class LayerCache:
                 break
             _COALESCED.inc()
             try:
-                shared = await asyncio.shield(task)
-            except Exception:  # the other asker's scan failed (its budget, its deadline): try ourselves
+                shared = await asyncio.shield(task)  # our giving up must not stop the reader
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # we are the one cancelled
+                break  # the reader's own lookup gave up on it: read it ourselves
+            except Exception:  # the reader failed (its scan budget, a cut connection): try ourselves
                 break
             if path in shared.covered:
                 return shared
@@ -73,15 +79,17 @@ class LayerCache:
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # never "never retrieved"
         self._inflight[digest] = task
         _INFLIGHT.inc()
-        # shielded: an asker that stops waiting does not cancel the scan others share
-        return await asyncio.shield(task)
+        # Not shielded: when the lookup that started the read gives up (lookup_timeout_seconds),
+        # the read stops with it rather than running on unowned; others waiting then read themselves.
+        return await task
 
     async def _scan(self, digest: str, wanted: frozenset[str],
                     scan: Callable[[frozenset[str]], Awaitable[LayerFacts]]) -> LayerFacts:
         try:
             facts = await scan(wanted)
         finally:
-            del self._inflight[digest]
+            if self._inflight.get(digest) is asyncio.current_task():
+                del self._inflight[digest]
             _INFLIGHT.dec()
         with contextlib.suppress(ValueError):  # heavier than the whole cache: used, not kept
             self._entries[digest] = facts
