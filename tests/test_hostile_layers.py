@@ -107,15 +107,8 @@ async def test_a_tar_without_its_end_marker_is_read(session, registry, pusher):
 
 
 def _truncated(files: dict[str, bytes], keep: int) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path, data in files.items():
-            info = tarfile.TarInfo(path)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()[:keep]
+    """The tar of *files* (no compression), cut after *keep* bytes."""
+    return layer(files, compress=False).data[:keep]
 
 
 async def test_a_truncated_layer_stands_where_it_decided(session, registry, pusher):

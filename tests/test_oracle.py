@@ -20,6 +20,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import tarfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from mutator.images import ImageUser
 from mutator.registry.client import RegistryClient
 from mutator.resolver import Resolver
 from tests.support import rootfs_images
-from tests.support.images import Pusher
+from tests.support.images import Pusher, encode, layer, passwd
 from tests.support.registry import RegistryServer
 
 pytestmark = pytest.mark.registry
@@ -113,7 +114,10 @@ def node_answer(oracle: Path, image: str, user: str, work: Path) -> tuple[int, i
                               capture_output=True, text=True, timeout=120)
     if unpacked.returncode != 0:
         return f"unpack: {unpacked.stderr.strip()}"
-    ran = subprocess.run([str(oracle), str(rootfs), user], capture_output=True, text=True, timeout=60)
+    try:
+        ran = subprocess.run([str(oracle), str(rootfs), user], capture_output=True, text=True, timeout=5)
+    except subprocess.TimeoutExpired:
+        return "hangs reading /etc/passwd"  # a FIFO: the container would never start
     if ran.returncode != 0:
         return ran.stdout.strip() or ran.stderr.strip()
     uid, gid = ran.stdout.split()
@@ -127,13 +131,29 @@ async def resolver(registry: RegistryServer) -> AsyncIterator[Resolver]:
         yield Resolver(client=RegistryClient(session=session, registries=config.registry), config=config)
 
 
+def hostile(pusher: Pusher) -> list[tuple[str, str, str | None]]:
+    """Hostile layers the node can be asked about cheaply (bombs and 100 MB files are left out)."""
+    base = layer({"etc/passwd": passwd(("app", 3000, 3000))})
+    cut = layer({"etc/passwd": passwd(("app", 3200, 3200)), "srv/data": bytes(64 * 1024)}, compress=False
+                ).data[:8192]
+    shapes = {
+        "fifo-passwd": ([base, layer(special={"etc/passwd": tarfile.FIFOTYPE})], None),
+        "no-end-marker": ([layer({"etc/passwd": passwd(("app", 3100, 3100))}, end_marker=False)], None),
+        "truncated-after-passwd": ([encode(cut)], "a tar cut short after /etc/passwd is read as far as it "
+                                   "goes; the node cannot unpack it at all, so the Pod never starts"),
+    }
+    return [(name, pusher.image(f"oracle/{name}", "v1", user="app", layers=layers).reference, differs)
+            for name, (layers, differs) in shapes.items()]
+
+
 @pytest.fixture(scope="module")
 def subjects(pusher: Pusher, images: dict[str, str]) -> Iterator[list[tuple[str, str, str | None]]]:
     """(name, reference, why the oracle differs) for every image it can copy."""
     mine = [case for case in rootfs_images.cases() if case.oracle_skip is None]
     pushed = rootfs_images.push_all(pusher, mine)
     yield ([(name, ref, None) for name, ref in images.items()]
-           + [(case.name, pushed[case.name], case.oracle_differs) for case in mine])
+           + [(case.name, pushed[case.name], case.oracle_differs) for case in mine]
+           + hostile(pusher))
 
 
 async def test_the_node_agrees(oracle, subjects, resolver, tmp_path):
