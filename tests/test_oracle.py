@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import random
 import shutil
 import subprocess
 import tarfile
@@ -28,11 +29,11 @@ import aiohttp
 import pytest
 
 from mutator.config import from_mapping
-from mutator.images import ImageUser
+from mutator.images import ImageUser, Resolution
 from mutator.registry.client import RegistryClient
 from mutator.resolver import Resolver
 from tests.support import rootfs_images
-from tests.support.images import Pusher, encode, layer, passwd
+from tests.support.images import Blob, Pusher, encode, layer, passwd
 from tests.support.registry import RegistryServer
 
 pytestmark = pytest.mark.registry
@@ -156,6 +157,17 @@ def subjects(pusher: Pusher, images: dict[str, str]) -> Iterator[list[tuple[str,
            + hostile(pusher))
 
 
+def compare(ours: Resolution, node: tuple[int, int] | str) -> tuple[bool, str]:
+    """Whether we and the node agree (same ids, or both refusing), and our answer in words."""
+    if isinstance(ours, ImageUser) and ours.uid is not None:
+        if not isinstance(node, tuple):
+            return False, f"{(ours.uid, ours.gid)}"
+        # A numeric USER with no group leaves the gid to the runtime (we patch no runAsGroup).
+        return ours.uid == node[0] and ours.gid in (None, node[1]), f"{(ours.uid, ours.gid)}"
+    reason = ours.problem if isinstance(ours, ImageUser) else ours.message
+    return isinstance(node, str), f"refused: {reason}"
+
+
 async def test_the_node_agrees(oracle, subjects, resolver, tmp_path):
     rows = []
     disagreements = []
@@ -165,19 +177,56 @@ async def test_the_node_agrees(oracle, subjects, resolver, tmp_path):
         work = tmp_path / name
         work.mkdir()
         node = await asyncio.to_thread(node_answer, oracle, image, user, work)
-        if isinstance(ours, ImageUser) and ours.uid is not None:
-            mine: tuple[int, int | None] | str = (ours.uid, ours.gid)
-        else:
-            mine = "refused: " + (ours.problem if isinstance(ours, ImageUser) else ours.message) or ""
-        if isinstance(node, tuple) and isinstance(mine, tuple):
-            # A numeric USER with no group leaves the gid to the runtime (we patch no runAsGroup).
-            agree = mine[0] == node[0] and mine[1] in (None, node[1])
-        else:
-            agree = isinstance(node, str) and isinstance(mine, str)
-        rows.append(f"{name:28} {user!r:14} ours={mine!s:60.60} node={node!s:50.50} "
+        agree, mine = compare(ours, node)
+        rows.append(f"{name:28} {user!r:14} ours={mine:60.60} node={node!s:50.50} "
                     f"{'agree' if agree else 'DIFFER: ' + (differs or '?')}")
         if agree == (differs is not None):
             disagreements.append(rows[-1])
     print("\n" + "\n".join(rows))
     assert not disagreements, "\n".join(disagreements)
     assert len(rows) >= 40
+
+
+NAMES = ("etc", "usr", "x")
+SEED, STACKS = int(os.environ.get("FUZZ_SEED", 20261123)), int(os.environ.get("FUZZ_STACKS", 30))
+
+
+def random_layer(rng: random.Random, index: int) -> Blob:
+    """A layer of a few entries on a tiny namespace, shaped as image builders write them."""
+    entries: dict[str, tuple[str, str]] = {}
+    for _ in range(rng.randint(1, 4)):
+        depth = rng.randint(1, 3)
+        path = "/".join([*rng.choices(NAMES, k=depth - 1), rng.choice((*NAMES, "passwd", "passwd"))])
+        kind = rng.choice(("file", "file", "link", "link", "whiteout", "opaque"))
+        if kind == "link":
+            target = "/".join(rng.choices((*NAMES, "passwd", ".."), k=rng.randint(1, 3)))
+            entries[path] = ("link", ("/" if rng.random() < 0.4 else "") + target)
+        else:
+            entries[path] = (kind, "")
+    # No entry below a non-directory of the same layer (the unpacker could not write it).
+    solid = {p for p, (k, _) in entries.items() if k != "opaque"}
+    entries = {p: e for p, e in entries.items() if not any(p.startswith(s + "/") for s in solid)}
+    files = {p: passwd(("app", 1000 + 10 * index + i, 7)) for i, (p, (k, _)) in enumerate(entries.items())
+             if k == "file"}
+    return layer(files, symlinks={p: t for p, (k, t) in entries.items() if k == "link"},
+                 whiteouts=[p for p, (k, _) in entries.items() if k == "whiteout"],
+                 opaque=[p for p, (k, _) in entries.items() if k == "opaque"])
+
+
+async def test_the_node_agrees_on_random_layer_stacks(oracle, pusher, resolver, tmp_path):
+    """Seeded random stacks of files, links, whiteouts and opaque directories over a tiny tree."""
+    rng = random.Random(SEED)
+    disagreements, resolved = [], 0
+    for n in range(STACKS):
+        layers = [random_layer(rng, i) for i in range(rng.randint(1, 4))]
+        image = pusher.image(f"fuzz/stack{n}", "v1", user="app", layers=layers).reference
+        ours = await resolver.lookup(image)
+        work = tmp_path / str(n)
+        work.mkdir()
+        node = await asyncio.to_thread(node_answer, oracle, image, "app", work)
+        agree, mine = compare(ours, node)
+        resolved += isinstance(node, tuple)
+        if not agree:
+            disagreements.append(f"stack {n} (seed {SEED}): ours={mine} node={node}")
+    assert not disagreements, "\n".join(disagreements)
+    assert resolved >= 3  # the stacks reach a passwd often enough to prove something

@@ -136,6 +136,11 @@ class MergedTree:
                     dirs_above.add(prefix)
                 elif prefix in dirs_above:
                     return Found(None)  # a directory higher up hides this layer's non-directory
+                elif above.kind == SYMLINK:
+                    # RootPath lstats a path whose directory part it has not resolved yet; the kernel
+                    # follows that link (even out of the root, onto the host). We answer "nothing
+                    # there", which sends RootPath round again to resolve the link itself.
+                    return Found(None)
                 else:
                     raise _NotADirectory(f"/{prefix} is {_describe(above)}, not a directory")
             if rel in facts.whiteouts or any(d in facts.opaque for d in ("", *prefixes)):
