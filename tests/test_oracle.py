@@ -197,7 +197,7 @@ def random_layer(rng: random.Random, index: int) -> Blob:
     for _ in range(rng.randint(1, 4)):
         depth = rng.randint(1, 3)
         path = "/".join([*rng.choices(NAMES, k=depth - 1), rng.choice((*NAMES, "passwd", "passwd"))])
-        kind = rng.choice(("file", "file", "link", "link", "whiteout", "opaque"))
+        kind = rng.choice(("file", "file", "link", "link", "hardlink", "whiteout", "opaque"))
         if kind == "link":
             target = "/".join(rng.choices((*NAMES, "passwd", ".."), k=rng.randint(1, 3)))
             entries[path] = ("link", ("/" if rng.random() < 0.4 else "") + target)
@@ -208,7 +208,10 @@ def random_layer(rng: random.Random, index: int) -> Blob:
     entries = {p: e for p, e in entries.items() if not any(p.startswith(s + "/") for s in solid)}
     files = {p: passwd(("app", 1000 + 10 * index + i, 7)) for i, (p, (k, _)) in enumerate(entries.items())
              if k == "file"}
-    return layer(files, symlinks={p: t for p, (k, t) in entries.items() if k == "link"},
+    # A hardlink names an entry written before it in the same layer (as builders write them).
+    targets = [*files, *(q for q, (k, _) in entries.items() if k == "link")]
+    hardlinks = {p: rng.choice(targets) for p, (k, _) in entries.items() if k == "hardlink" and targets}
+    return layer(files, hardlinks=hardlinks, symlinks={p: t for p, (k, t) in entries.items() if k == "link"},
                  whiteouts=[p for p, (k, _) in entries.items() if k == "whiteout"],
                  opaque=[p for p, (k, _) in entries.items() if k == "opaque"])
 
