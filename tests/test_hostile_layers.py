@@ -169,3 +169,33 @@ def test_a_zstd_frame_asking_for_a_huge_window_is_refused():
     with pytest.raises(UnsupportedImage, match="needs a zstd window over the 134217728 bytes"):
         layerscan.scan(io.BytesIO(buffer.getvalue()), layerscan.ZSTD, frozenset({"etc/passwd"}),
                        budget=layerscan.Budget(MIB * 1024), what="layer x")
+
+
+async def test_a_layer_trickled_past_the_lookup_timeout_stops_its_read(session, registry, pusher):
+    """The lookup gives up at lookup_timeout_seconds; the layer read it started stops with it."""
+    from tests.support.faultproxy import Fault, FaultProxy
+
+    upper = layer({"srv/app": bytes(range(256)) * 64})
+    pushed = pusher.image("hostile/trickled", "v1", user="app", layers=[PASSWD_LAYER, upper]).reference
+    proxy = FaultProxy(registry.url).start()
+    try:
+        image = f"{proxy.host}/{pushed.split('/', 1)[1]}"
+        proxy.set_fault(Fault("trickle", match=f"/blobs/{upper.digest}"))
+        resolver = make_resolver(session, registry, lookup_timeout_seconds=1,
+                                 registries={proxy.host: {"plain_http": True}})
+        reading = metrics.INFLIGHT_LOOKUPS.labels("layer")
+        before = reading._value.get()
+        started = time.monotonic()
+        late = await resolver.lookup(image)
+        assert isinstance(late, ImageFailure) and late.temporary and "took over 1 s" in late.message
+        assert time.monotonic() - started < 3
+        for _ in range(200):  # bounded: the cancelled read lets go of its slot promptly
+            if reading._value.get() == before:
+                break
+            await asyncio.sleep(0.01)
+        assert reading._value.get() == before
+        assert resolver.layers.peek(upper.digest) is None
+        proxy.recover()
+        assert (await resolver.lookup(image)).uid == 3000  # nothing of the stalled read was kept
+    finally:
+        proxy.stop()

@@ -13,6 +13,7 @@ path asked of it. Layers below the one that decides are never downloaded.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import io
 import threading
@@ -33,6 +34,7 @@ GROUP = "etc/group"
 DEFAULT_MAX_SCAN_BYTES = 2 * 1024 * 1024 * 1024
 # Per chunk: how long the scanning thread waits for the event loop before giving up.
 PULL_TIMEOUT_SECONDS = 120.0
+BATCH_BYTES = 512 * 1024
 
 __all__ = ["GROUP", "MAX_ACCOUNT_FILE_BYTES", "PASSWD", "AccountFiles", "account_files"]
 
@@ -53,34 +55,74 @@ class AccountFiles:
     foreign_layers: list[str] = field(default_factory=list)  # not fetched; see _Layers.facts
 
 
+async def _batch(stream: BlobStream) -> bytes:
+    """Up to ``BATCH_BYTES`` of the blob (``b""`` only at its end): one hop between thread and loop."""
+    parts: list[bytes] = []
+    size = 0
+    while size < BATCH_BYTES:
+        chunk = await stream.next_unhashed()
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)
+
+
 class _Pull(io.RawIOBase):
-    """A blocking file object for the scanning thread, fed chunk by chunk from the event loop."""
+    """A blocking file object for the scanning thread, fed from the event loop.
+
+    The next batch is requested as soon as one arrives, so the download of the
+    next bytes overlaps the decoding of these.
+    """
 
     def __init__(self, stream: BlobStream, loop: asyncio.AbstractEventLoop) -> None:
         self._stream = stream
         self._loop = loop
-        self._pending = b""
+        self._pending = memoryview(b"")
+        self._next: concurrent.futures.Future[bytes] | None = None
         self._eof = False
         self.stop = threading.Event()
+        self.failed: Exception | None = None
 
     def readable(self) -> bool:
         return True
+
+    def _request(self) -> None:
+        self._next = asyncio.run_coroutine_threadsafe(_batch(self._stream), self._loop)
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         while not self._pending and not self._eof:
             if self.stop.is_set():
                 raise RegistryUnavailable("layer scan abandoned")
-            future = asyncio.run_coroutine_threadsafe(self._stream.next_unhashed(), self._loop)
-            chunk = future.result(timeout=PULL_TIMEOUT_SECONDS)
-            self._stream.absorb(chunk)  # hashed here, in the worker thread, not on the event loop
-            if chunk:
-                self._pending = chunk
-            else:
-                self._eof = True
+            if self._next is None:
+                self._request()
+            assert self._next is not None
+            pending, self._next = self._next, None
+            data = pending.result(timeout=PULL_TIMEOUT_SECONDS)
+            if data:
+                self._request()  # fetch the next batch while this one is decoded
+            self._stream.absorb(data)  # hashed here, in the worker thread, not on the event loop
+            self._pending = memoryview(data)
+            self._eof = not data
         size = min(len(buffer), len(self._pending))
         buffer[:size] = self._pending[:size]
         self._pending = self._pending[size:]
         return size
+
+    async def settle(self) -> None:
+        """Wait for a batch still in flight and hash it, so the stream can be read on (or closed).
+
+        Its failure is kept in ``failed``: it matters only if the rest of the blob is wanted.
+        """
+        pending, self._next = self._next, None
+        current = asyncio.current_task()
+        if pending is not None and current is not None and current.cancelling():
+            pending.cancel()  # the lookup gave up: do not wait on the network for it
+        elif pending is not None:
+            try:
+                self._stream.absorb(await asyncio.wrap_future(pending))
+            except Exception as exc:
+                self.failed = exc
 
 
 class _Layers:
@@ -132,6 +174,9 @@ class _Layers:
                 )
             finally:
                 pull.stop.set()  # a cancelled await must not leave the thread pulling
+                await pull.settle()
+            if pull.failed is not None and not early:
+                raise pull.failed
             # The rest of a layer read to its end (tar padding, compression trailer) is read so the
             # digest is checked, unless that would pass the scan budget.
             if not early and layer.size - stream.bytes_read <= self._budget.compressed:
