@@ -17,7 +17,10 @@ is ignored; a whiteout naming ``.`` or ``..`` is refused, as the unpacker
 refuses it. Within one layer the first entry of a path is kept (builders never
 write a path twice; the unpacker would keep the last: a hand-made tar that
 repeats ``etc/passwd`` can make us patch a different *non-zero* uid, never
-root, since the patch itself carries the uid).
+root, since the patch itself carries the uid). An entry whose directory is a symlink
+written earlier *in the same layer* is taken at its literal path, where the unpacker
+would write through the link; no image builder writes such a layer (a layer is a diff
+of real paths), and the node-oracle fuzz keeps to what builders write.
 """
 
 from __future__ import annotations
