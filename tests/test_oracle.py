@@ -143,8 +143,22 @@ def hostile(pusher: Pusher) -> list[tuple[str, str, str | None]]:
         "truncated-after-passwd": ([encode(cut)], "a tar cut short after /etc/passwd is read as far as it "
                                    "goes; the node cannot unpack it at all, so the Pod never starts"),
     }
-    return [(name, pusher.image(f"oracle/{name}", "v1", user="app", layers=layers).reference, differs)
-            for name, (layers, differs) in shapes.items()]
+    subjects = [(name, pusher.image(f"oracle/{name}", "v1", user="app", layers=layers).reference, differs)
+                for name, (layers, differs) in shapes.items()]
+    # Where we are stricter than containerd 1.6 on purpose (ids the API server would refuse, or that
+    # containerd wraps or reads as names): the node answers, we refuse.
+    stricter = {
+        "uid-over-int32": ("app", b"app:x:3000000000:3000::/:/bin/sh\n",
+                           "containerd takes uid 3000000000, which no Pod may carry (0..2147483647)"),
+        "uid-wrapping-to-root": ("app", b"app:x:4294967296:0::/:/bin/sh\n",
+                                 "containerd casts 4294967296 to 32 bits: uid 0, root"),
+        "digits-user-as-name": ("2147483648", b"2147483648:x:0:0::/:/bin/sh\n",
+                                "containerd 1.6 looks an out-of-range number up as a name (here root)"),
+    }
+    subjects += [(name, pusher.image(f"oracle/{name}", "v1", user=user,
+                                     layers=[layer({"etc/passwd": content})]).reference, differs)
+                 for name, (user, content, differs) in stricter.items()]
+    return subjects
 
 
 @pytest.fixture(scope="module")
