@@ -165,30 +165,35 @@ class _Layers:
     async def _scan(self, layer: Descriptor, wanted: frozenset[str]) -> LayerFacts:
         what = f"layer {layer.digest} of {self._ref}"
         kind = layerscan.encoding(layer.media_type)
-        loop = asyncio.get_running_loop()
         async with self._client.blob(self._ref, layer) as stream:
-            pull = _Pull(stream, loop)
             try:
-                facts, early = await asyncio.to_thread(
-                    layerscan.scan, pull, kind, wanted, budget=self._budget, what=what
-                )
-            finally:
-                pull.stop.set()  # a cancelled await must not leave the thread pulling
-                await pull.settle()
-            if pull.failed is not None and not early:
-                raise pull.failed
-            # The rest of a layer read to its end (tar padding, compression trailer) is read so the
-            # digest is checked, unless that would pass the scan budget.
-            if not early and layer.size - stream.bytes_read <= self._budget.compressed:
-                before = stream.bytes_read
-                await stream.drain()
-                self._budget.compressed -= stream.bytes_read - before
-            metrics.LAYER_BYTES.inc(stream.bytes_read)
-            self._files.layers_read += 1
-            self._files.bytes_read += stream.bytes_read
-            if not stream.verified:
-                self._files.unverified_layers.append(layer.digest)
-            return dataclasses.replace(facts, verified=stream.verified, bytes_read=stream.bytes_read)
+                return await self._read(layer, stream, kind, wanted, what=what)
+            finally:  # bytes read count, whether the scan succeeded or not
+                metrics.LAYER_BYTES.inc(stream.bytes_read)
+                self._files.layers_read += 1
+                self._files.bytes_read += stream.bytes_read
+
+    async def _read(self, layer: Descriptor, stream: BlobStream, kind: str, wanted: frozenset[str], *,
+                    what: str) -> LayerFacts:
+        pull = _Pull(stream, asyncio.get_running_loop())
+        try:
+            facts, early = await asyncio.to_thread(
+                layerscan.scan, pull, kind, wanted, budget=self._budget, what=what
+            )
+        finally:
+            pull.stop.set()  # a cancelled await must not leave the thread pulling
+            await pull.settle()
+        if pull.failed is not None and not early:
+            raise pull.failed
+        # The rest of a layer read to its end (tar padding, compression trailer) is read so the
+        # digest is checked, unless that would pass the scan budget.
+        if not early and layer.size - stream.bytes_read <= self._budget.compressed:
+            before = stream.bytes_read
+            await stream.drain()
+            self._budget.compressed -= stream.bytes_read - before
+        if not stream.verified:
+            self._files.unverified_layers.append(layer.digest)
+        return dataclasses.replace(facts, verified=stream.verified, bytes_read=stream.bytes_read)
 
 
 async def account_files(
@@ -208,7 +213,8 @@ async def account_files(
     """
     files = AccountFiles()
     wanted = frozenset(p for p, needed in ((PASSWD, passwd), (GROUP, group)) if needed)
-    files.foreign_layers = [d.digest for d in layers if layerscan.encoding(d.media_type) == FOREIGN]
+    encodings = layerscan.LAYER_ENCODINGS
+    files.foreign_layers = [d.digest for d in layers if encodings.get(d.media_type) == FOREIGN]
     cache = cache if cache is not None else LayerCache(max_bytes=1 << 24)  # an empty cache is falsy
     source = _Layers(client, ref, layers, wanted=wanted, cache=cache, budget=Budget(max_scan_bytes),
                      files=files)
