@@ -7,7 +7,9 @@ developer runs is exactly what the cluster runs.
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
+from typing import Any
 
 from mutator import admission, metrics, policy
 from mutator.admission import AdmissionReviewDoc, Review
@@ -27,7 +29,7 @@ class Outcome:
             return "allowed"
         if not self.decision.allowed:
             return "refused"
-        return "patched" if self.decision.patch.patch else "allowed"
+        return "patched" if self.decision.patch else "allowed"
 
 
 async def handle(review: Review, *, mode: Mode, resolver: Resolver, deadline: float) -> Outcome:
@@ -43,11 +45,11 @@ async def handle(review: Review, *, mode: Mode, resolver: Resolver, deadline: fl
     resolutions = await resolver.resolve(images, deadline=deadline) if images else {}
     decision = policy.decide(target, resolutions, mode)
     for _, outcome in decision.outcomes:
-        metrics.CONTAINERS.labels(mode.value, outcome).inc()
+        _container_counter(mode, outcome).inc()
     response = admission.respond(
         review.uid,
         allowed=decision.allowed,
-        patch=decision.patch.patch,
+        patch=decision.patch,
         warnings=decision.warnings,
         message=decision.message,
     )
@@ -64,6 +66,12 @@ def internal_error(review: Review, *, mode: Mode) -> AdmissionReviewDoc:
     if mode is Mode.ENFORCE:
         return admission.respond(review.uid, allowed=False, code=500, message=reason)
     return admission.respond(review.uid, allowed=True, warnings=[reason])
+
+
+@functools.cache
+def _container_counter(mode: Mode, outcome: str) -> Any:
+    """Bound once per (mode, outcome): the warm path counts every container."""
+    return metrics.CONTAINERS.labels(mode.value, outcome)
 
 
 def deadline_for(timeout: float) -> float:
