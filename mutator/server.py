@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mutator import admission, loopstats, metrics, webhook
+from mutator import admission, loopstats, metrics, warmup, webhook
 from mutator.config import Config
 from mutator.errors import BadReview
 from mutator.policy import Mode
@@ -172,9 +172,14 @@ async def _registry_session(app: web.Application) -> AsyncIterator[None]:
         connector=aiohttp.TCPConnector(limit=100, limit_per_host=20),
     ) as session:
         client = RegistryClient(session=session, registries=config.registry)
-        app[RESOLVER] = Resolver(client=client, config=config,
-                                 credentials=CredentialSources.from_config(config))
+        resolver = app[RESOLVER] = Resolver(client=client, config=config,
+                                            credentials=CredentialSources.from_config(config))
+        # readiness does not wait for the warm-up: a cold cache is slower, not wrong
+        warming = (asyncio.create_task(warmup.warm_up(resolver, concurrency=config.warmup_concurrency))
+                   if config.warmup else None)
         yield
+        if warming is not None:
+            warming.cancel()
 
 
 async def serve(config: Config, *, host: str, port: int, ssl_context: ssl.SSLContext,
