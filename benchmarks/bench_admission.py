@@ -270,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per timed figure")
     parser.add_argument("--out", default="benchmark-results.json", help="where the figures go as JSON")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one short round: a check it runs")
+    parser.add_argument("--only", choices=["warm", "cold", "herd", "memory", "shared"], action="append",
+                        help="run only these figures (repeatable)")
     args = parser.parse_args(argv)
     if args.smoke:
         args.rounds = 1
@@ -282,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"server cores {sorted(bench.server_cpus)}, load generator cores "
                   f"{sorted(bench.load_cpus)}, {args.rounds} round(s)", flush=True)
             for step in (bench.warm, bench.cold, bench.herd, bench.memory, bench.shared):
-                results.update(step())
+                if not args.only or step.__name__ in args.only:
+                    results.update(step())
     finally:
         registry.stop()
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
