@@ -134,7 +134,7 @@ class Bench:
     # 2 ------------------------------------------------------------------------------------------
     def cold(self) -> dict[str, Any]:
         base = layer({"etc/passwd": passwd(("app", 1000, 1000))})
-        big = big_layer(self.size("cold_mb") * MB, random=True)
+        big = big_layer(2 * self.size("cold_mb") * MB, content="mixed")  # ~cold_mb compressed
         pushed = self.pusher.image("bench/cold", "v1", user="app", layers=[base, big])
         body = admission_body(pushed.reference)
         samples: dict[str, list[float]] = {"cold": [], "fetch_gunzip": []}
@@ -164,7 +164,7 @@ class Bench:
         count = self.size("herd")
         pushed = self.pusher.image("bench/herd", "v1", user="app", layers=[
             layer({"etc/passwd": passwd(("app", 1000, 1000))}),
-            big_layer(self.size("shared_mb") * MB, random=True),
+            big_layer(self.size("shared_mb") * MB, content="random"),
         ])
         self.proxy.reset()
         server = self.webhook()
@@ -188,7 +188,7 @@ class Bench:
         cache = _child("cache", str(images))
         scan_mb = self.size("scan_mb")
         pushed = self.pusher.image("bench/scan", "v1", user="app", layers=[
-            layer({"etc/passwd": passwd(("app", 1000, 1000))}), big_layer(scan_mb * MB, random=False),
+            layer({"etc/passwd": passwd(("app", 1000, 1000))}), big_layer(scan_mb * MB, content="zeros"),
         ])
         scan = _child("scan", self.config, pushed.reference)
         assert scan["result"].get("uid") == 1000, scan
@@ -204,7 +204,7 @@ class Bench:
 
     # 5 ------------------------------------------------------------------------------------------
     def shared(self) -> dict[str, Any]:
-        base = big_layer(self.size("shared_mb") * MB, random=True,
+        base = big_layer(self.size("shared_mb") * MB, content="random",
                          files={"etc/passwd": passwd(("app", 1000, 1000))})
         first = self.pusher.image("bench/shared-a", "v1", user="app", layers=[base, layer({"srv/a": b"a"})])
         second = self.pusher.image("bench/shared-b", "v1", user="app", layers=[base, layer({"srv/b": b"b"})])

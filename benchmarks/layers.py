@@ -14,18 +14,25 @@ CHUNK = 1024 * 1024
 
 
 class _Filler(io.RawIOBase):
-    """*size* bytes of zeros (compressible) or random bytes (incompressible), made as they are read."""
+    """*size* bytes made as they are read: zeros, random bytes, or "mixed" (half of each per read,
+    about 2:1 under gzip, like the binaries and text of a real layer)."""
 
-    def __init__(self, size: int, *, random: bool) -> None:
+    def __init__(self, size: int, *, content: str) -> None:
         self._left = size
-        self._random = random
+        self._content = content
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         size = min(len(buffer), self._left)
-        buffer[:size] = os.urandom(size) if self._random else bytes(size)
+        if self._content == "zeros":
+            buffer[:size] = bytes(size)
+        elif self._content == "random":
+            buffer[:size] = os.urandom(size)
+        else:
+            half = size // 2
+            buffer[:size] = os.urandom(half) + bytes(size - half)
         self._left -= size
         return size
 
@@ -45,7 +52,7 @@ class _Hashing(io.RawIOBase):
         return self._target.write(data)
 
 
-def big_layer(size: int, *, random: bool, files: dict[str, bytes] | None = None) -> Blob:
+def big_layer(size: int, *, content: str, files: dict[str, bytes] | None = None) -> Blob:
     """A gzip layer holding one *size*-byte filler file, then *files* (so they sit at its very end)."""
     compressed = io.BytesIO()
     with gzip.GzipFile(fileobj=compressed, mode="wb", compresslevel=1, mtime=0) as zipped:
@@ -54,7 +61,7 @@ def big_layer(size: int, *, random: bool, files: dict[str, bytes] | None = None)
                           copybufsize=CHUNK) as tar:
             info = tarfile.TarInfo("usr/share/filler.bin")
             info.size, info.mode = size, 0o644
-            tar.addfile(info, io.BufferedReader(_Filler(size, random=random), CHUNK))
+            tar.addfile(info, io.BufferedReader(_Filler(size, content=content), CHUNK))
             for path, data in (files or {}).items():
                 info = tarfile.TarInfo(path)
                 info.size, info.mode = len(data), 0o644
