@@ -174,10 +174,10 @@ class Bench:
         finally:
             server.stop()
         patched = sum(1 for a in answers if a["response"].get("patch"))
-        per_path = {path: n for (method, path), n in self.proxy.requests.items() if method == "GET"}
+        per_path = {f"{method} {path}": n for (method, path), n in self.proxy.requests.items()}
         most = max(per_path.values())
         print(f"  herd: {count} admissions, {patched} patched; "
-              f"GET requests per path: {sorted(per_path.values())}")
+              f"requests per (method, path): {sorted(per_path.values())}")
         return {"herd": figure(f"herd of {count}: most requests for one manifest/blob", most, 1, "req",
                                target="exactly 1", met=most == 1 and patched == count,
                                samples={"per_path": list(per_path.values())})}

@@ -60,11 +60,10 @@ async def test_500_concurrent_resolves_make_one_request_per_manifest_and_blob(se
     resolver = resolver_for(session, proxy)
     results = await asyncio.gather(*(resolver.resolve([image], deadline=deadline()) for _ in range(500)))
     assert {r[image].uid for r in results} == {1000}
-    gets = {path: n for (method, path), n in proxy.requests.items() if method == "GET"}
-    # one manifest (the tag's: its document is reused by digest), one config, two layers
-    assert sum("/manifests/" in path for path in gets) == 1
-    assert sum("/blobs/" in path for path in gets) == 3
-    assert set(gets.values()) == {1}, gets
+    # one HEAD for the tag, one GET of the manifest by digest, one of the config, two layers
+    assert proxy.count("/manifests/v1", "HEAD") == 1
+    assert proxy.count(f"/manifests/{pushed.digest}") == 1 and proxy.count("/blobs/") == 3
+    assert set(proxy.requests.values()) == {1} and sum(proxy.requests.values()) == 5, proxy.requests
 
 
 async def test_coalescing_outlives_the_first_deadline_and_fills_the_cache(session, registry, pusher):
@@ -78,11 +77,12 @@ async def test_coalescing_outlives_the_first_deadline_and_fills_the_cache(sessio
         # the controller's retry, while the lookup goes on: it joins the same lookup
         retry = (await resolver.resolve([image], deadline=deadline()))[image]
         assert isinstance(retry, ImageUser) and retry.uid == 1300
-        assert slow.count("/manifests/") == 1 and slow.count("/blobs/") == 3
+        assert slow.count("/manifests/", "HEAD") == 1 and slow.count("/manifests/") == 1
+        assert slow.count("/blobs/") == 3
         coalesced = metrics.CACHE_LOOKUPS.labels("tag", "coalesced")._value.get()
         again = (await resolver.resolve([image], deadline=deadline(0.001)))[image]
         assert again is retry or again == retry  # cached: no wait, no request
-        assert slow.count("/manifests/") == 1
+        assert slow.count("/manifests/") == 1 and slow.count("/manifests/", "HEAD") == 1
         assert metrics.CACHE_LOOKUPS.labels("tag", "coalesced")._value.get() == coalesced
     finally:
         await slow.stop()
@@ -94,7 +94,8 @@ async def test_a_digest_pinned_image_makes_no_tag_request(session, proxy, pusher
     resolver = resolver_for(session, proxy)
     result = (await resolver.resolve([image], deadline=deadline()))[image]
     assert isinstance(result, ImageUser) and (result.uid, result.digest) == (1100, pushed.digest)
-    assert proxy.count("/manifests/v1") == 0 and proxy.count(f"/manifests/{pushed.digest}") == 1
+    assert proxy.count("/manifests/v1", "HEAD") == 0 and proxy.count("/manifests/v1") == 0
+    assert proxy.count(f"/manifests/{pushed.digest}") == 1
     assert len(resolver.tags) == 0
     proxy.reset()
     again = (await resolver.resolve([image], deadline=deadline()))[image]
@@ -121,7 +122,7 @@ async def test_the_tag_ttl_is_honoured(session, proxy, pusher):
             break
     assert uid == 2000 and time.monotonic() - asked_at >= ttl
     assert result.digest == repushed.digest
-    assert proxy.count("/manifests/v1") == 1  # the tag was asked again once, after the TTL
+    assert proxy.count("/manifests/v1", "HEAD") == 1  # the tag was asked again once, after the TTL
 
 
 async def test_transient_errors_are_not_kept(session, proxy, pusher):
@@ -155,7 +156,8 @@ async def test_two_names_for_one_digest_share_the_image_entry(session, proxy, pu
     proxy.reset()
     result = (await resolver.resolve([second], deadline=deadline()))[second]
     assert result.image == second and result.uid == 1500
-    assert proxy.count("/blobs/") == 0 and proxy.count("/manifests/b") == 1  # only the tag was asked
+    # only the tag was asked: the digest's answer was cached under the other name
+    assert proxy.count("/manifests/b", "HEAD") == 1 and sum(proxy.requests.values()) == 1
     assert len(resolver.users) == 1 and len(resolver.tags) == 2
 
 

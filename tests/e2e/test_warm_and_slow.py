@@ -47,37 +47,45 @@ def via(proxy: CountingProxy, reference: str) -> str:
 
 
 def test_warm_up_resolves_the_images_of_pods_stored_before_the_start(
-    kube: KubeCluster, pusher: Pusher, registry: RegistryServer, registry_config: str,
-    monkeypatch: pytest.MonkeyPatch,
+    kube: KubeCluster, pusher: Pusher, registry: RegistryServer, monkeypatch: pytest.MonkeyPatch,
+    tmp_path,
 ):
+    """Counted at a proxy that only this test's images go through: other modules' labelled
+    namespaces (still terminating) may hold Pods too, and the warm-up rightly reads them."""
     opted, other = unique("e2e-warm"), unique("e2e-cold")
     kube.create_namespace(opted, {LABEL: "enforce"})
     kube.create_namespace(other)
-    try:
+    with proxy_thread(registry.url) as proxy:
+        config = tmp_path / "mutator.yaml"
+        config.write_text(f'registries:\n  "{proxy.host}": {{plain_http: true}}\n'
+                          f'  "{registry.host}": {{plain_http: true}}\n')
         wanted = [pusher.image(f"warm/e2e-{i}", "v1", user="app",
-                               layers=[layer({"etc/passwd": passwd(("app", 1000 + i, 1000))})]).reference
+                               layers=[layer({"etc/passwd": passwd(("app", 1000 + i, 1000))})])
                   for i in range(2)]
         ignored = pusher.image("warm/e2e-other", "v1", user="app",
-                               layers=[layer({"etc/passwd": passwd(("app", 1500, 1000))})]).reference
-        # stored while no webhook is registered: nothing admits them
-        for i, image in enumerate(wanted):
-            manifest = pod_manifest(f"p{i}", ("c", image))
-            kube.kubectl("-n", opted, "create", "-f", "-", input=json.dumps(manifest))
-        kube.kubectl("-n", other, "create", "-f", "-", input=json.dumps(pod_manifest("q", ("c", ignored))))
-
-        monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
-        webhook = WebhookProcess(config=registry_config).start()
+                               layers=[layer({"etc/passwd": passwd(("app", 1500, 1000))})])
         try:
-            wait_for(lambda: webhook.metric('nonroot_mutator_warmup_images{state="done"}') >= 2,
-                     timeout=60, what="the warm-up to resolve the two stored Pods' images")
-            assert webhook.metric('nonroot_mutator_warmup_images{state="total"}') == 2
-            assert webhook.metric('nonroot_mutator_registry_lookups_total{result="resolved"}') == 2
-            assert webhook.metric('nonroot_mutator_cache_entries{cache="image"}') == 2
-            assert webhook.metric("nonroot_mutator_admissions_total") == 0  # no admission did it
+            # stored while no webhook is registered: nothing admits them
+            for i, pushed in enumerate(wanted):
+                manifest = pod_manifest(f"p{i}", ("c", via(proxy, pushed.reference)))
+                kube.kubectl("-n", opted, "create", "-f", "-", input=json.dumps(manifest))
+            manifest = pod_manifest("q", ("c", via(proxy, ignored.reference)))
+            kube.kubectl("-n", other, "create", "-f", "-", input=json.dumps(manifest))
+
+            monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
+            webhook = WebhookProcess(config=str(config)).start()
+            try:
+                wait_for(lambda: all(proxy.count(f"/manifests/{p.digest}") for p in wanted),
+                         timeout=60, what="the warm-up to read the two stored Pods' images")
+                wait_for(lambda: webhook.metric('nonroot_mutator_warmup_images{state="done"}') >= 2,
+                         timeout=60, what="the warm-up to count them done")
+                assert proxy.count(f"/manifests/{ignored.digest}") == 0  # its namespace did not opt in
+                assert webhook.metric('nonroot_mutator_cache_entries{cache="image"}') >= 2
+                assert webhook.metric("nonroot_mutator_admissions_total") == 0  # no admission did it
+            finally:
+                webhook.stop()
         finally:
-            webhook.stop()
-    finally:
-        kube.kubectl("delete", "namespace", opted, other, "--wait=false")
+            kube.kubectl("delete", "namespace", opted, other, "--wait=false")
 
 
 def test_a_deployment_converges_when_its_first_admissions_meet_a_cold_cache(
