@@ -44,6 +44,7 @@ _JSON_TYPES = frozenset({"application/json", "application/octet-stream"})
 
 RESOLVER = web.AppKey("resolver", Resolver)
 CONFIG = web.AppKey("config", Config)
+LOOP = web.AppKey("loop", asyncio.AbstractEventLoop)
 
 
 @functools.lru_cache(maxsize=64)  # the API server sends the same few values every time
@@ -106,7 +107,7 @@ async def mutate(request: web.Request) -> web.Response:
     timeout = _query_timeout(request.rel_url.raw_query_string)
     if timeout is None:
         timeout = config.default_admission_timeout_seconds
-    deadline = webhook.deadline_for(min(timeout, MAX_ADMISSION_TIMEOUT))
+    deadline = webhook.deadline_for(min(timeout, MAX_ADMISSION_TIMEOUT), loop=request.app[LOOP])
 
     if request.content_type not in _JSON_TYPES:
         return _bad_request(f"Content-Type {request.content_type!r} is not JSON: send application/json",
@@ -185,6 +186,7 @@ async def _registry_session(app: web.Application) -> AsyncIterator[None]:
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=30),
         connector=aiohttp.TCPConnector(limit=100, limit_per_host=20),
     ) as session:
+        app[LOOP] = asyncio.get_running_loop()
         client = RegistryClient(session=session, registries=config.registry)
         resolver = app[RESOLVER] = Resolver(client=client, config=config,
                                             credentials=CredentialSources.from_config(config))
