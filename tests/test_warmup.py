@@ -10,7 +10,8 @@ import aiohttp
 import pytest
 
 from mutator import metrics, warmup
-from mutator.config import from_mapping
+from mutator.config import Config, from_mapping
+from mutator.errors import ConfigError
 from mutator.registry.client import RegistryClient
 from mutator.resolver import Resolver
 from tests.support.images import layer, passwd
@@ -86,3 +87,12 @@ def test_without_a_cluster_the_server_logs_one_line_and_is_ready(tmp_path, monke
         server.stop()
     lines = [line for line in server.log.read_text().splitlines() if "warm-up" in line]
     assert len(lines) == 1 and "warm-up skipped" in lines[0], lines
+
+
+def test_warmup_settings_are_checked():
+    assert (Config().warmup, Config().warmup_concurrency) == (True, 4)
+    assert from_mapping({"warmup": False, "warmup_concurrency": 8}).warmup_concurrency == 8
+    with pytest.raises(ConfigError, match="warmup must be true or false"):
+        from_mapping({"warmup": "yes"})
+    with pytest.raises(ConfigError, match="warmup_concurrency must be a whole number of at least 1"):
+        from_mapping({"warmup_concurrency": 0})
