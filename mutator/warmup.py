@@ -113,7 +113,11 @@ async def resolve_all(resolver: Resolver, images: Iterable[str], *, concurrency:
 
     async def one(image: str) -> None:
         async with gate:
-            result = resolver.cached(image) or await resolver.start(image)
+            try:
+                result = resolver.cached(image) or await resolver.start(image)
+            except Exception:  # one image's surprise must not end the others' warm-up
+                log.exception("warm-up: resolving %s failed", image)
+                result = None
         (done if isinstance(result, ImageUser) else failed).inc()
 
     await asyncio.gather(*(one(image) for image in images))
