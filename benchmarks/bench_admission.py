@@ -36,7 +36,7 @@ from typing import Any
 import aiohttp
 
 from benchmarks.layers import big_layer
-from benchmarks.load import cores, pin, wrk
+from benchmarks.load import cores, cpu_seconds, pin, wrk
 from mutator.registry.client import MANIFEST_ACCEPT
 from tests.support.fixtures import review
 from tests.support.images import Pushed, Pusher, layer, passwd
@@ -107,17 +107,21 @@ class Bench:
             pin(noop.pid, self.server_cpus)
             first = asyncio.run(_admit(server, [body]))[0]
             assert first["response"].get("patch"), first  # the cache is warm with a patched answer
-            samples: dict[str, list[float]] = {"rps": [], "noop_rps": [], "p99": [], "noop_p99": []}
+            samples: dict[str, list[float]] = {"rps": [], "noop_rps": [], "p99": [], "noop_p99": [],
+                                               "cpu_us": [], "noop_cpu_us": []}
             seconds = self.size("seconds")
             for round_ in range(self.args.rounds):
-                order = [("noop_", noop_url), ("", server.url)]
-                for prefix, url in order if round_ % 2 == 0 else reversed(order):
+                order = [("noop_", noop_url, noop.pid), ("", server.url, server.pid)]
+                for prefix, url, pid in order if round_ % 2 == 0 else reversed(order):
+                    used = cpu_seconds(pid)
                     load = wrk(f"{url}/mutate/enforce?timeout=10s", body, seconds=seconds, connections=4,
                                cpus=self.load_cpus)
+                    used = cpu_seconds(pid) - used
                     if load.errors:
                         raise RuntimeError(f"{url}: {load.errors} failed requests under load")
                     samples[prefix + "rps"].append(load.requests_per_second)
                     samples[prefix + "p99"].append(load.p99_ms)
+                    samples[prefix + "cpu_us"].append(1e6 * used / (load.requests_per_second * seconds))
         finally:
             noop.terminate()
             noop.wait(timeout=10)
@@ -126,7 +130,9 @@ class Bench:
         # each round measures both back to back: the median of the rounds' own ratios is the
         # figure least moved by other work on a shared machine
         paired = statistics.median(a / b for a, b in zip(samples["rps"], samples["noop_rps"], strict=True))
-        print(f"  (median of per-round throughput ratios: {paired:.2f})")
+        print(f"  (median of per-round throughput ratios: {paired:.2f}; CPU per request "
+              f"{m['cpu_us']:.0f} µs vs the no-op's {m['noop_cpu_us']:.0f} µs, capacity ratio "
+              f"{m['noop_cpu_us'] / m['cpu_us']:.2f})")
         samples["paired_ratio"] = [paired]
         return {
             "warm_throughput": figure("warm /mutate/enforce throughput (req/s)", m["rps"], m["noop_rps"],

@@ -39,6 +39,14 @@ def pin(pid: int, cpus: set[int]) -> None:
     os.sched_setaffinity(pid, cpus)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used: per request, the figure other work on a shared
+    machine moves least (throughput and latency move with whatever else runs)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _latency(text: str, percentile: str) -> float:
     match = re.search(rf"^\s*{percentile}%\s+([\d.]+)(us|ms|s)\s*$", text, re.MULTILINE)
     if not match:
