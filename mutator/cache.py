@@ -73,9 +73,11 @@ class CoalescingCache(Generic[K, V]):
 
         A miss is not counted here but by :meth:`join`, which tells a miss from a coalesced wait.
         """
-        value = self._entries.get(key)
-        if value is not None:
-            self._hits.inc()
+        try:
+            value = self._entries[key]  # not .get(): that looks the key up (and checks its TTL) twice
+        except KeyError:
+            return None
+        self._hits.inc()
         return value
 
     def put(self, key: K, value: V) -> None:
