@@ -119,6 +119,8 @@ def decode(body: bytes | str) -> Review:
     try:
         document = orjson.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
+        if str(exc).startswith("depth limit exceeded"):  # orjson stops at 1024 levels by itself
+            raise BadReview("request body is nested too deeply to be an AdmissionReview") from None
         raise BadReview(f"request body is not valid JSON: {exc}") from None
     except RecursionError:  # thousands of nested arrays: the parser's stack, not ours to grow
         raise BadReview("request body is nested too deeply to be an AdmissionReview") from None

@@ -209,16 +209,18 @@ async def serve(config: Config, *, host: str, port: int, ssl_context: ssl.SSLCon
     # which the warm path otherwise pays for (each admission allocates enough to trigger gen-0 runs).
     gc.collect()
     gc.freeze()
+    # Handlers first, then the line that says we listen: a SIGTERM sent as soon as it is read
+    # must stop us cleanly, not kill us before any handler exists.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
     bound = sockets[0].getsockname()[:2] if sockets else (host, port)
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
     print(f"listening on https://{shown}:{bound[1]}", flush=True)
     if on_ready:
         print(on_ready.format(url=f"https://{shown}:{bound[1]}"), flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:

@@ -172,4 +172,5 @@ async def warm_up(resolver: Resolver, *, concurrency: int) -> None:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    logging.getLogger("kubernetes_asyncio").setLevel(logging.ERROR)  # we say why we skip, once
     sys.exit(asyncio.run(list_images()))
