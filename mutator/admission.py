@@ -9,11 +9,12 @@ patch must go. The decision itself lives in :mod:`mutator.policy`.
 from __future__ import annotations
 
 import base64
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
+
+import orjson
 
 from mutator.errors import BadReview
 
@@ -116,8 +117,10 @@ def decode(body: bytes | str) -> Review:
     if len(body) > MAX_BODY_BYTES:
         raise BadReview(f"request body is larger than {MAX_BODY_BYTES} bytes")
     try:
-        document = json.loads(body)
+        document = orjson.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
+        if str(exc).startswith("depth limit exceeded"):  # orjson stops at 1024 levels by itself
+            raise BadReview("request body is nested too deeply to be an AdmissionReview") from None
         raise BadReview(f"request body is not valid JSON: {exc}") from None
     except RecursionError:  # thousands of nested arrays: the parser's stack, not ours to grow
         raise BadReview("request body is nested too deeply to be an AdmissionReview") from None
@@ -308,7 +311,7 @@ def respond(
     response: AdmissionResponseDoc = {"uid": review_uid, "allowed": allowed}
     if patch and allowed:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(json.dumps(list(patch)).encode()).decode()
+        response["patch"] = base64.b64encode(orjson.dumps(list(patch))).decode()
     if warnings:
         response["warnings"] = [clip(w) for w in warnings]
     if not allowed:
@@ -341,4 +344,4 @@ def patch_of(document: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Decode the JSONPatch of a response document (for callers and tests)."""
     response = document.get("response") or {}
     encoded = response.get("patch")
-    return json.loads(base64.b64decode(encoded)) if encoded else []
+    return orjson.loads(base64.b64decode(encoded)) if encoded else []

@@ -14,7 +14,7 @@ import ssl
 import sys
 import tempfile
 import traceback
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 import aiohttp
@@ -166,8 +166,8 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
                 raise _CannotServe(f"cannot load --tls-cert {cert} with --tls-key {key}: {exc}",
                                    EXIT_BAD_INPUT) from None
             try:
-                asyncio.run(server.serve(config, host=host, port=port, ssl_context=context,
-                                         on_ready=on_ready))
+                _run_fast(server.serve(config, host=host, port=port, ssl_context=context,
+                                       on_ready=on_ready))
             except OSError as exc:
                 unresolved = isinstance(exc, socket.gaierror)
                 if not unresolved and exc.errno not in _LISTEN_ERRORS:
@@ -178,6 +178,16 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
         print(f"mutator serve: {exc}", file=sys.stderr)
         return exc.code
     return EXIT_OK
+
+
+def _run_fast(main: Coroutine[Any, Any, T]) -> T:
+    """Run the server on uvloop where it is installed: its TLS transport and scheduling take a
+    good share off every warm admission. The stdlib loop otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def _load_review(path: str) -> admission.Review:

@@ -182,6 +182,9 @@ class Config:
     docker_config: str | None = field(default=None, metadata=check(path()))
     credential_provider_config: str | None = field(default=None, metadata=check(path()))
     credential_provider_bin_dir: str | None = field(default=None, metadata=check(path(directory=True)))
+    # At start, resolve the images of Pods in opted-in namespaces (in the background).
+    warmup: bool = field(default=True, metadata=check(boolean()))
+    warmup_concurrency: int = field(default=4, metadata=check(number(at_least=1, at_most=64, integer=True)))
 
     def __post_init__(self) -> None:
         if (self.credential_provider_config is None) != (self.credential_provider_bin_dir is None):

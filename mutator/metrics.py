@@ -51,10 +51,6 @@ CACHE_ENTRIES = Gauge(
 INFLIGHT_LOOKUPS = Gauge(
     "nonroot_mutator_inflight_lookups", "Lookups in flight, shared by every waiter, by cache.", ["cache"]
 )
-# Bound once: labels() costs a lock and a dict lookup on the warm path.
-CACHE_HIT = CACHE_LOOKUPS.labels("image", "hit")
-CACHE_MISS = CACHE_LOOKUPS.labels("image", "miss")
-CACHE_COALESCED = CACHE_LOOKUPS.labels("image", "coalesced")
 
 REGISTRY_LOOKUPS = Counter(
     "nonroot_mutator_registry_lookups_total",

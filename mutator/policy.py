@@ -11,11 +11,9 @@ image's own ``/etc/passwd`` and supply the number.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
-
-import jsonpatch
 
 from mutator import admission
 from mutator.admission import MAX_WARNING_CHARS, Container, Target
@@ -95,7 +93,8 @@ class Finding:
 @dataclass(frozen=True, slots=True)
 class Decision:
     allowed: bool
-    patch: jsonpatch.JsonPatch = field(default_factory=lambda: jsonpatch.JsonPatch([]))
+    # JSONPatch operations, built directly: only ``add``s, so no patch library is needed to make them
+    patch: tuple[dict[str, Any], ...] = ()
     warnings: tuple[str, ...] = ()
     message: str = ""
     findings: tuple[Finding, ...] = ()
@@ -295,5 +294,5 @@ def decide(target: Target, resolutions: Mapping[str, Resolution], mode: Mode) ->
     else:
         for finding in patched:
             ops.extend(_ops(finding, pod_sc, mode))
-    return Decision(allowed=True, patch=jsonpatch.JsonPatch(ops), warnings=tuple(warnings),
+    return Decision(allowed=True, patch=tuple(ops), warnings=tuple(warnings),
                     findings=findings)

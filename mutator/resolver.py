@@ -1,15 +1,31 @@
 """From an image reference to the uid/gid it runs as: cached, coalesced, deadline-aware.
 
-The resolver is the only place that turns registry errors into a
+Two caches, each keyed by what can change behind its key:
+
+- ``tags``: the image as a Pod names it (``app:1.2``) → the digest it pointed at,
+  trusted for ``cache_ttl_seconds`` so that a re-pushed tag is noticed;
+- ``users``: digest → what that image runs as. Content-addressed, so it never
+  goes stale; least recently used entries go past ``cache_max_entries``.
+
+An image pinned by digest (``app@sha256:…``) skips the tag step entirely. Both
+steps are coalesced (one lookup in flight per tag and per digest) and run as
+tasks that outlive an admission whose deadline passed, so the controller's retry
+finds the answer cached.
+
+The resolver is the only place that turns registry errors into an
 :class:`~mutator.images.ImageFailure`; the policy never sees an exception.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
+from typing import Any, TypeVar
+
+from cachetools import LRUCache
 
 from mutator import metrics, passwd
 from mutator.cache import CoalescingCache
@@ -20,14 +36,31 @@ from mutator.registry import reference, rootfs, transport
 from mutator.registry.client import RegistryClient
 from mutator.registry.credentials import CredentialSources, PullContext
 from mutator.registry.layercache import LayerCache
+from mutator.registry.reference import Reference
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+DEADLINE_MESSAGE = "no answer from the registry before the admission deadline"
 
 
-def _cacheable(result: Resolution) -> bool:
+@dataclasses.dataclass(frozen=True, slots=True)
+class Tagged:
+    """What an image name pointed at. ``manifest`` (the document fetched to learn the digest)
+    travels from the tag step to the image step of one lookup and is never cached."""
+
+    digest: str
+    reference: str
+    manifest: tuple[str, str, dict[str, Any]] | None = None
+
+
+def _keep_tag(found: Tagged | ImageFailure) -> Tagged | None:
+    return Tagged(found.digest, found.reference) if isinstance(found, Tagged) else None
+
+
+def _keep_user(result: Resolution) -> Resolution | None:
     """Only what the image's content says is kept: an image that was missing (404) may be
-    pushed a moment later, and the developer's retry must see it."""
-    return isinstance(result, ImageUser)
+    pushed a moment later, and a registry that failed may answer the next admission."""
+    return result if isinstance(result, ImageUser) else None
 
 
 class Resolver:
@@ -37,11 +70,35 @@ class Resolver:
         self._credentials = credentials or CredentialSources()
         self._platform = config.platform
         self._lookup_timeout = config.lookup_timeout_seconds
-        self.cache: CoalescingCache[Resolution] = CoalescingCache(
-            maxsize=config.cache_max_entries, ttl=config.cache_ttl_seconds, keep=_cacheable
+        size = config.cache_max_entries
+        self.tags: CoalescingCache[str, Tagged | ImageFailure] = CoalescingCache.ttl(
+            "tag", maxsize=size, ttl=config.cache_ttl_seconds, keep=_keep_tag
         )
         self.layers = LayerCache(max_bytes=config.layer_cache_max_bytes)
         self._max_scan_bytes = config.max_scan_bytes
+        self.users: CoalescingCache[str, Resolution] = CoalescingCache.lru(
+            "image", maxsize=size, keep=_keep_user
+        )
+        # Digest-pinned names, parsed once: nothing behind them can change.
+        self._pinned: LRUCache[str, Tagged] = LRUCache(maxsize=size)
+        self._background: set[asyncio.Task[Resolution]] = set()
+
+    def clear(self) -> None:
+        """Forget every cached answer (lookups in flight go on)."""
+        self.tags.clear()
+        self.users.clear()
+        self._pinned.clear()
+
+    def cached(self, image: str) -> Resolution | None:
+        """The warm path: what *image* runs as if both steps are cached; no await, no registry."""
+        known = self._pinned.get(image) if "@" in image else self.tags.hit(image)
+        if not isinstance(known, Tagged):
+            return None
+        found = self.users.hit(known.digest)
+        if isinstance(found, ImageUser) and found.image != image:
+            # the same content under another name: answer in that name's terms
+            found = dataclasses.replace(found, image=image, reference=known.reference)
+        return found
 
     async def resolve(self, images: Iterable[str], *, deadline: float,
                       pull: PullContext | None = None) -> dict[str, Resolution]:
@@ -54,31 +111,85 @@ class Resolver:
         results: dict[str, Resolution] = {}
         waiting: dict[str, asyncio.Task[Resolution]] = {}
         for image in images:
-            cached = self.cache.hit(image)
-            if cached is not None:
-                results[image] = cached
+            found = self.cached(image)
+            if found is not None:
+                results[image] = found
             else:
-                waiting[image] = self.cache.join(
-                    image, lambda image=image: self.lookup(image, deadline=deadline, pull=pull)
-                )
+                waiting[image] = self.start(image, deadline=deadline, pull=pull)
         if not waiting:
             return results
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining > 0:
             # wait() never cancels what it waits on: a lookup outlives a caller that gives up
             await asyncio.wait(waiting.values(), timeout=remaining)
-        for image, future in waiting.items():
-            if future.done() and not future.cancelled() and future.exception() is None:
-                results[image] = future.result()
+        for image, task in waiting.items():
+            if task.done() and not task.cancelled() and task.exception() is None:
+                results[image] = task.result()
             else:
-                results[image] = ImageFailure(
-                    image, "no answer from the registry before the admission deadline", temporary=True
-                )
+                results[image] = ImageFailure(image, DEADLINE_MESSAGE, temporary=True)
         return results
 
+    def start(self, image: str, *, deadline: float | None = None,
+              pull: PullContext | None = None) -> asyncio.Task[Resolution]:
+        """Look *image* up in the background (after :meth:`cached` missed); the task is held
+        here until it ends, so nobody needs to keep waiting on it. *deadline*, *pull*: see :meth:`lookup`."""
+        task = asyncio.ensure_future(self._resolve_cold(image, deadline, pull))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _resolve_cold(self, image: str, deadline: float | None, pull: PullContext | None) -> Resolution:
+        """tag → digest → user, each step shared with whoever needs it at the same time."""
+        try:
+            ref = reference.parse(image)
+        except InvalidReference as exc:
+            return ImageFailure(image, str(exc), temporary=False)
+        if ref.digest is not None:
+            known: Tagged | ImageFailure | None = Tagged(ref.digest, str(ref))
+            self._pinned[image] = known
+        else:
+            known = self.tags.peek(image)  # cached while the user entry was evicted
+            if known is None:
+                known = await asyncio.shield(
+                    self.tags.join(image, lambda: self._fetch_tag(image, ref, deadline, pull))
+                )
+        if isinstance(known, ImageFailure):
+            return known
+        found = self.users.hit(known.digest)  # another name for the same content may have it
+        if found is None:
+            tagged = known
+            found = await asyncio.shield(
+                self.users.join(
+                    known.digest, lambda: self.lookup(image, tagged=tagged, deadline=deadline, pull=pull)
+                )
+            )
+        if isinstance(found, ImageUser) and found.image != image:
+            found = dataclasses.replace(found, image=image, reference=known.reference)
+        return found
+
+    async def _fetch_tag(self, image: str, ref: Reference, deadline: float | None,
+                         pull: PullContext | None) -> Tagged | ImageFailure:
+        """The digest a tag points at now: a manifest HEAD, or a GET where the registry gives no
+        digest that way (the manifest fetched then is handed to the image step)."""
+        async def fetch() -> Tagged:
+            canonical = str(ref)
+            name = image if canonical == image else canonical  # one string object when they match
+            client = await self._client_for(ref, pull)
+            digest = await client.resolve_tag(ref)
+            if digest is not None:
+                return Tagged(digest, name)
+            manifest = await client.manifest(ref, ref.identifier)
+            return Tagged(manifest[1], name, manifest)
+
+        return await self._bounded(image, fetch(), deadline=deadline)
+
     async def lookup(self, image: str, *, platform: Platform | None = None,
-                     deadline: float | None = None, pull: PullContext | None = None) -> Resolution:
+                     tagged: Tagged | None = None, deadline: float | None = None,
+                     pull: PullContext | None = None) -> Resolution:
         """One uncached lookup against the registry, bounded by ``lookup_timeout_seconds``.
+
+        With *tagged* the tag step is done: the image is read at that digest (from
+        the manifest already fetched, if it came along).
 
         *deadline* (``loop.time()`` based) is when the admission that started it
         stops waiting: the transport does not sleep for a ``Retry-After`` past it,
@@ -88,42 +199,61 @@ class Resolver:
         *pull* names the Pod whose pull credentials apply (None: only the node's sources).
         """
         started = time.perf_counter()
+        work = self._read_image(image, platform or self._platform, tagged, pull)
+        result = await self._bounded(image, work, deadline=deadline)
+        metrics.REGISTRY_SECONDS.observe(time.perf_counter() - started)
+        if isinstance(result, ImageUser):
+            metrics.REGISTRY_LOOKUPS.labels("resolved").inc()
+        return result
+
+    async def _bounded(self, image: str, work: Awaitable[T], *, deadline: float | None) -> T | ImageFailure:
+        """*work* within ``lookup_timeout_seconds``; every error becomes an :class:`ImageFailure`."""
         bound = asyncio.get_running_loop().time() + self._lookup_timeout
         token = transport.DEADLINE.set(bound if deadline is None else min(bound, deadline))
         in_flight = transport.IN_FLIGHT.set("")
         try:
             async with asyncio.timeout(self._lookup_timeout):
-                result: Resolution = await self._lookup(image, platform or self._platform, pull)
+                return await work
         except TimeoutError:
             stuck = transport.IN_FLIGHT.get()
-            result = ImageFailure(
+            failure = ImageFailure(
                 image, f"registry lookup took over {self._lookup_timeout:g} s"
                 + (f" (waiting for {stuck})" if stuck else ""), temporary=True
             )
         except InvalidReference as exc:
-            result = ImageFailure(image, str(exc), temporary=False)
+            failure = ImageFailure(image, str(exc), temporary=False)
         except ImageError as exc:
-            result = ImageFailure(image, str(exc), temporary=exc.temporary)
+            failure = ImageFailure(image, str(exc), temporary=exc.temporary)
         except Exception as exc:  # a hostile registry must never crash an admission
             log.exception("unexpected error resolving %s", image)
-            result = ImageFailure(image, f"unexpected error: {exc!r}", temporary=True)
+            failure = ImageFailure(image, f"unexpected error: {exc!r}", temporary=True)
         finally:
             transport.DEADLINE.reset(token)
             transport.IN_FLIGHT.reset(in_flight)
-        metrics.REGISTRY_SECONDS.observe(time.perf_counter() - started)
-        outcome = ("resolved" if isinstance(result, ImageUser)
-                   else "temporary_failure" if result.temporary else "failed")
-        metrics.REGISTRY_LOOKUPS.labels(outcome).inc()
-        return result
+        metrics.REGISTRY_LOOKUPS.labels("temporary_failure" if failure.temporary else "failed").inc()
+        return failure
 
-    async def _lookup(self, image: str, platform: Platform, pull: PullContext | None) -> ImageUser:
+    async def _client_for(self, ref: Reference, pull: PullContext | None) -> RegistryClient:
+        """The client for one lookup, offering the credentials that apply to *ref* and *pull*."""
+        return self._client.with_credentials(await self._credentials.credentials(ref, pull=pull))
+
+    async def _read_image(self, image: str, platform: Platform, tagged: Tagged | None,
+                          pull: PullContext | None) -> ImageUser:
         ref = reference.parse(image)
-        client = self._client.with_credentials(await self._credentials.credentials(ref, pull=pull))
-        found = await client.image(ref, platform)
+        client = await self._client_for(ref, pull)
+        if tagged is None:
+            found = await client.image(ref, platform)
+        elif tagged.manifest is not None:
+            found = await client.image(ref, platform, manifest=tagged.manifest)
+        else:
+            found = await client.image(dataclasses.replace(ref, digest=tagged.digest), platform)
         container_config = found.config.get("config")
         user = container_config.get("User") if isinstance(container_config, dict) else None
         user = user if isinstance(user, str) else ""
-        facts = {"image": image, "reference": str(ref), "digest": found.digest, "user": user}
+        # one string object where the name is already canonical: every cached image holds it
+        canonical = tagged.reference if tagged is not None else str(ref)
+        facts = {"image": image, "reference": image if canonical == image else canonical,
+                 "digest": found.digest, "user": user}
 
         spec = passwd.split_user(user)
         if spec is None:

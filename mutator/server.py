@@ -8,19 +8,24 @@ Namespace objects.
 from __future__ import annotations
 
 import asyncio
+import functools
+import gc
 import logging
 import re
 import signal
 import ssl
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mutator import admission, loopstats, metrics, webhook
+from mutator import admission, loopstats, metrics, warmup, webhook
 from mutator.config import Config
 from mutator.errors import BadReview
 from mutator.policy import Mode
@@ -39,8 +44,10 @@ _JSON_TYPES = frozenset({"application/json", "application/octet-stream"})
 
 RESOLVER = web.AppKey("resolver", Resolver)
 CONFIG = web.AppKey("config", Config)
+LOOP = web.AppKey("loop", asyncio.AbstractEventLoop)
 
 
+@functools.lru_cache(maxsize=64)  # the API server sends the same few values every time
 def parse_timeout(text: str | None) -> float | None:
     """Parse the API server's ``?timeout=`` (a Go duration such as ``10s`` or ``1m30s``)."""
     if not text:
@@ -59,17 +66,48 @@ def _bad_request(reason: str, mode: str) -> web.Response:
     return web.json_response({"error": reason}, status=400)
 
 
+_MODES = {mode.value: mode for mode in Mode}
+
+
+@functools.lru_cache(maxsize=64)  # the API server sends the same query string every time
+def _query_timeout(query: str) -> float | None:
+    """``?timeout=`` of a raw query string, without building a query mapping per request."""
+    for pair in query.split("&"):
+        key, _, value = pair.partition("=")
+        if key == "timeout":
+            return parse_timeout(urllib.parse.unquote(value))
+    return None
+
+
+@functools.cache
+def _counted(mode: Mode, result: str) -> tuple[Any, Any]:
+    """The admission counter and histogram of (*mode*, *result*), bound once: labels() takes a
+    lock and builds a key, which the warm path pays for on every request otherwise."""
+    return metrics.ADMISSIONS.labels(mode.value, result), metrics.ADMISSION_SECONDS.labels(mode.value, result)
+
+
+def _log_outcome(review: admission.Review, outcome: webhook.Outcome, mode: Mode, elapsed: float) -> None:
+    """A refusal is logged (INFO): it is what an SRE is asked about. A patch or a plain allow is
+    only counted (metrics) and logged at DEBUG, so the warm path does not pay for a log line."""
+    level = logging.INFO if outcome.result == "refused" else logging.DEBUG
+    if outcome.decision is not None and log.isEnabledFor(level):
+        log.log(
+            level, "%s %s/%s uid=%s mode=%s dryRun=%s result=%s containers=%s in %.1f ms",
+            review.operation, review.namespace, review.name, review.uid, mode, review.dry_run,
+            outcome.result, dict(outcome.decision.outcomes), elapsed * 1000,
+        )
+
+
 async def mutate(request: web.Request) -> web.Response:
     started = time.perf_counter()
-    try:
-        mode = Mode(request.match_info["mode"])
-    except ValueError:
-        raise web.HTTPNotFound(text="modes are enforce, warn and audit") from None
+    mode = _MODES.get(request.match_info["mode"])
+    if mode is None:
+        raise web.HTTPNotFound(text="modes are enforce, warn and audit")
     config = request.app[CONFIG]
-    timeout = parse_timeout(request.query.get("timeout"))
+    timeout = _query_timeout(request.rel_url.raw_query_string)
     if timeout is None:
         timeout = config.default_admission_timeout_seconds
-    deadline = webhook.deadline_for(min(timeout, MAX_ADMISSION_TIMEOUT))
+    deadline = webhook.deadline_for(min(timeout, MAX_ADMISSION_TIMEOUT), loop=request.app[LOOP])
 
     if request.content_type not in _JSON_TYPES:
         return _bad_request(f"Content-Type {request.content_type!r} is not JSON: send application/json",
@@ -104,16 +142,13 @@ async def mutate(request: web.Request) -> web.Response:
         metrics.ADMISSIONS.labels(mode, "error").inc()
         return web.json_response(webhook.internal_error(review, mode=mode))
 
+    body = orjson.dumps(outcome.response)
     elapsed = time.perf_counter() - started
-    metrics.ADMISSIONS.labels(mode, outcome.result).inc()
-    metrics.ADMISSION_SECONDS.labels(mode, outcome.result).observe(elapsed)
-    if outcome.decision is not None:
-        log.info(
-            "%s %s/%s uid=%s mode=%s dryRun=%s result=%s containers=%s in %.1f ms",
-            review.operation, review.namespace, review.name, review.uid, mode, review.dry_run,
-            outcome.result, dict(outcome.decision.outcomes), elapsed * 1000,
-        )
-    return web.json_response(outcome.response)
+    count, seconds = _counted(mode, outcome.result)
+    count.inc()
+    seconds.observe(elapsed)
+    _log_outcome(review, outcome, mode, elapsed)
+    return web.Response(body=body, content_type="application/json")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -151,10 +186,16 @@ async def _registry_session(app: web.Application) -> AsyncIterator[None]:
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=30),
         connector=aiohttp.TCPConnector(limit=100, limit_per_host=20),
     ) as session:
+        app[LOOP] = asyncio.get_running_loop()
         client = RegistryClient(session=session, registries=config.registry)
-        app[RESOLVER] = Resolver(client=client, config=config,
-                                 credentials=CredentialSources.from_config(config))
+        resolver = app[RESOLVER] = Resolver(client=client, config=config,
+                                            credentials=CredentialSources.from_config(config))
+        # readiness does not wait for the warm-up: a cold cache is slower, not wrong
+        warming = (asyncio.create_task(warmup.warm_up(resolver, concurrency=config.warmup_concurrency))
+                   if config.warmup else None)
         yield
+        if warming is not None:
+            warming.cancel()
 
 
 async def serve(config: Config, *, host: str, port: int, ssl_context: ssl.SSLContext,
@@ -164,16 +205,22 @@ async def serve(config: Config, *, host: str, port: int, ssl_context: ssl.SSLCon
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
+    # What start-up made lives as long as the process: keep it out of every later collection,
+    # which the warm path otherwise pays for (each admission allocates enough to trigger gen-0 runs).
+    gc.collect()
+    gc.freeze()
+    # Handlers first, then the line that says we listen: a SIGTERM sent as soon as it is read
+    # must stop us cleanly, not kill us before any handler exists.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
     bound = sockets[0].getsockname()[:2] if sockets else (host, port)
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
     print(f"listening on https://{shown}:{bound[1]}", flush=True)
     if on_ready:
         print(on_ready.format(url=f"https://{shown}:{bound[1]}"), flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:

@@ -7,7 +7,9 @@ developer runs is exactly what the cluster runs.
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
+from typing import Any
 
 from mutator import admission, metrics, policy
 from mutator.admission import AdmissionReviewDoc, Review
@@ -27,7 +29,7 @@ class Outcome:
             return "allowed"
         if not self.decision.allowed:
             return "refused"
-        return "patched" if self.decision.patch.patch else "allowed"
+        return "patched" if self.decision.patch else "allowed"
 
 
 async def handle(review: Review, *, mode: Mode, resolver: Resolver, deadline: float) -> Outcome:
@@ -43,11 +45,11 @@ async def handle(review: Review, *, mode: Mode, resolver: Resolver, deadline: fl
     resolutions = await resolver.resolve(images, deadline=deadline) if images else {}
     decision = policy.decide(target, resolutions, mode)
     for _, outcome in decision.outcomes:
-        metrics.CONTAINERS.labels(mode.value, outcome).inc()
+        _container_counter(mode, outcome).inc()
     response = admission.respond(
         review.uid,
         allowed=decision.allowed,
-        patch=decision.patch.patch,
+        patch=decision.patch,
         warnings=decision.warnings,
         message=decision.message,
     )
@@ -66,7 +68,17 @@ def internal_error(review: Review, *, mode: Mode) -> AdmissionReviewDoc:
     return admission.respond(review.uid, allowed=True, warnings=[reason])
 
 
-def deadline_for(timeout: float) -> float:
-    """Leave a margin before the API server's own timeout, for the answer to travel."""
+@functools.cache
+def _container_counter(mode: Mode, outcome: str) -> Any:
+    """Bound once per (mode, outcome): the warm path counts every container."""
+    return metrics.CONTAINERS.labels(mode.value, outcome)
+
+
+def deadline_for(timeout: float, *, loop: asyncio.AbstractEventLoop | None = None) -> float:
+    """Leave a margin before the API server's own timeout, for the answer to travel.
+
+    A caller that knows its *loop* passes it: ``get_running_loop()`` checks the
+    process id with a system call, every time.
+    """
     margin = max(0.25, min(1.0, timeout * 0.1))
-    return asyncio.get_running_loop().time() + max(0.05, timeout - margin)
+    return (loop or asyncio.get_running_loop()).time() + max(0.05, timeout - margin)

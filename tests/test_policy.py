@@ -63,7 +63,7 @@ def run(pod_doc: dict[str, Any], mode: Mode = Mode.ENFORCE, resolutions=ALL):
     review = admission.validate(admission.review_for_pod(pod_doc))
     target = admission.target(review)
     decision = decide(target, resolutions, mode)
-    patched = jsonpatch.apply_patch(pod_doc, decision.patch.patch) if decision.allowed else None
+    patched = jsonpatch.apply_patch(pod_doc, decision.patch) if decision.allowed else None
     return decision, patched
 
 
@@ -104,7 +104,7 @@ def test_an_effective_run_as_user_means_no_lookup_and_no_patch(mode):
         target = admission.target(admission.validate(admission.review_for_pod(doc)))
         assert images_to_resolve(target) == []
         decision, patched = run(doc, mode, resolutions={})
-        assert decision.allowed and decision.patch.patch == [] and decision.warnings == ()
+        assert decision.allowed and decision.patch == () and decision.warnings == ()
         assert patched == doc
 
 
@@ -137,7 +137,7 @@ def test_name_group_and_uid_groupname():
 def test_explicit_run_as_non_root_false_is_not_overwritten():
     decision, patched = run(pod(c("app", "named", runAsNonRoot=False)))
     assert sc_of(patched) == {"runAsNonRoot": False, "runAsUser": 1000, "runAsGroup": 1001}
-    assert all(op["op"] == "add" for op in decision.patch.patch)
+    assert all(op["op"] == "add" for op in decision.patch)
 
 
 @pytest.mark.parametrize(
@@ -198,7 +198,7 @@ def test_image_missing_from_resolutions_is_not_assumed_fine():
 def test_audit_never_patches_but_says_what_enforce_would_do():
     doc = pod(c("app", "named"), c("db", "namegroup"))
     decision, patched = run(doc, Mode.AUDIT)
-    assert decision.allowed and decision.patch.patch == [] and patched == doc
+    assert decision.allowed and decision.patch == () and patched == doc
     assert decision.warnings == (
         'audit: would set runAsUser=1000 runAsGroup=1001 runAsNonRoot=true on container "app" (named)',
         'audit: would set runAsUser=1000 runAsGroup=50 runAsNonRoot=true on container "db" (namegroup)',
@@ -238,9 +238,9 @@ def test_reinvocation_yields_no_further_patch(mode):
               init=[c("i", "named")])
     first, patched = run(doc, mode)
     second, again = run(patched, mode)
-    assert second.patch.patch == [] and again == patched
+    assert second.patch == () and again == patched
     if mode is not Mode.AUDIT:
-        assert first.patch.patch
+        assert first.patch
 
 
 def test_windows_pods_are_left_alone():
@@ -261,7 +261,7 @@ def test_never_patches_root_nor_removes_anything(mode):
         if sc is not None:
             container["securityContext"] = copy.deepcopy(sc)
         decision, patched = run(pod(container, pod_sc=copy.deepcopy(psc)), mode)
-        for op in decision.patch.patch:
+        for op in decision.patch:
             assert op["op"] == "add"
             value = op["value"]
             assert value != 0 or not op["path"].endswith("runAsUser")
@@ -280,7 +280,7 @@ def test_never_patches_root_nor_removes_anything(mode):
 def test_user_zero_with_a_group_is_root(mode):
     # USER 0:1000 runs as uid 0 whatever the group: refused in enforce, never patched anywhere.
     decision, _ = run(pod(c("web", "uid0group")), mode)
-    assert decision.patch.patch == []
+    assert decision.patch == ()
     assert decision.findings[0].outcome == "root"
     if mode is Mode.ENFORCE:
         assert not decision.allowed and "its image sets USER '0:1000'" in decision.message
@@ -300,7 +300,7 @@ def test_ids_outside_the_range_are_never_patched(mode, image):
     decision, _ = run(pod(c("app", image), c("ok", "named")), mode)
     assert decision.findings[0].outcome == "unresolvable"
     assert "not in" in decision.findings[0].detail
-    for op in decision.patch.patch:
+    for op in decision.patch:
         assert op["path"].startswith("/spec/containers/1/")
     assert decision.allowed is (mode is not Mode.ENFORCE)
 
@@ -333,9 +333,9 @@ def test_a_refusal_carries_no_patch(problem):
     doc = pod(c("a", "named"), c("b", problem), init=[c("i", "namegroup")])
     decision, _ = run(doc)
     assert not decision.allowed
-    assert decision.patch.patch == []
+    assert decision.patch == ()
     assert [f.outcome for f in decision.findings].count("patch") == 2
-    response = admission.respond("u", allowed=decision.allowed, patch=decision.patch.patch,
+    response = admission.respond("u", allowed=decision.allowed, patch=decision.patch,
                                  message=decision.message)["response"]
     assert "patch" not in response and "patchType" not in response
 

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from mutator import metrics
 from mutator.config import Config, Platform, RegistryConfig, from_mapping
 from mutator.errors import RegistryError
 from mutator.images import ImageFailure, ImageUser
@@ -18,7 +17,6 @@ from mutator.registry.client import RegistryClient, verify
 from mutator.resolver import Resolver
 from mutator.tls import self_signed
 from tests.support.images import Pusher, layer, passwd
-from tests.support.net import free_port
 from tests.support.registry import RegistryServer
 
 pytestmark = pytest.mark.registry
@@ -129,47 +127,6 @@ async def test_stops_at_the_first_layer_with_the_files(session, registry, images
     assert files.layers_read == 2
     assert files.bytes_read <= top.size + middle.size < base.size
     assert top.digest not in files.unverified_layers  # read to its end: its digest was checked
-
-
-async def test_concurrent_requests_for_one_image_share_one_lookup(session, registry, pusher):
-    ref = pusher.image("test/coalesce", "v1", user="app",
-                       layers=[layer({"etc/passwd": passwd(("app", 1000, 1000))})]).reference
-    resolver = make_resolver(session, registry)
-    calls = 0
-    original = resolver.lookup
-
-    async def counting(image: str, **kwargs):
-        nonlocal calls
-        calls += 1
-        return await original(image, **kwargs)
-
-    resolver.lookup = counting  # type: ignore[method-assign]
-    deadline = asyncio.get_running_loop().time() + 10
-    results = await asyncio.gather(*(resolver.resolve([ref], deadline=deadline) for _ in range(25)))
-    assert calls == 1
-    assert {r[ref].uid for r in results} == {1000}
-    # warm: answered from the cache, no lookup, no await on the registry
-    hits_before = metrics.CACHE_HIT._value.get()
-    again = await resolver.resolve([ref], deadline=deadline)
-    assert calls == 1 and again[ref] is results[0][ref]
-    assert metrics.CACHE_HIT._value.get() == hits_before + 1
-
-
-async def test_failures_are_not_cached(session, registry, pusher):
-    resolver = make_resolver(session, registry)
-    deadline = asyncio.get_running_loop().time() + 10
-    unreachable = f"127.0.0.1:{free_port()}/gone/app:1"
-    first = (await resolver.resolve([unreachable], deadline=deadline))[unreachable]
-    assert isinstance(first, ImageFailure) and first.temporary and "cannot reach" in first.message
-    assert resolver.cache.peek(unreachable) is None
-
-    # refused because it is not pushed yet; pushed; the retry must see it
-    image = f"{registry.host}/test/late:v1"
-    missing = (await resolver.resolve([image], deadline=deadline))[image]
-    assert isinstance(missing, ImageFailure) and not missing.temporary and "404" in missing.message
-    pusher.image("test/late", "v1", user="app", layers=[layer({"etc/passwd": passwd(("app", 1400, 1))})])
-    assert (await resolver.resolve([image], deadline=deadline))[image].uid == 1400
-    assert resolver.cache.peek(image).uid == 1400
 
 
 async def test_a_silent_registry_is_cut_off_at_the_deadline(session, silent_registry):

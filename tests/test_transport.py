@@ -284,7 +284,7 @@ async def test_insecure_skip_verify_works_and_warns_once(session, tls_files, cap
         insecure = resolver(session, {server.host: {"insecure_skip_verify": True}})
         with caplog.at_level(logging.WARNING, logger="mutator.registry.transport"):
             assert (await insecure.lookup(pushed.reference)).uid == 1700
-            insecure.cache.clear()
+            insecure.clear()
             assert (await insecure.lookup(pushed.reference)).uid == 1700
         warnings = [r.getMessage() for r in caplog.records if "INSECURE" in r.getMessage()]
         assert len(warnings) == 1 and server.host in warnings[0]

@@ -248,10 +248,17 @@ class RegistryClient:
         except InvalidReference:
             return None
 
-    async def image(self, ref: Reference, platform: Platform) -> Image:
-        """Resolve *ref* to one platform's config and layers, following indexes if needed."""
-        identifier = await self.resolve_tag(ref) or ref.identifier
-        media_type, digest, document = await self.manifest(ref, identifier)
+    async def image(self, ref: Reference, platform: Platform, *,
+                    manifest: tuple[str, str, dict[str, Any]] | None = None) -> Image:
+        """Resolve *ref* to one platform's config and layers, following indexes if needed.
+
+        *manifest* is what :meth:`manifest` already returned for ``ref.identifier``
+        (a tag the caller had to GET): it is not fetched a second time.
+        """
+        if manifest is None:
+            identifier = await self.resolve_tag(ref) or ref.identifier
+            manifest = await self.manifest(ref, identifier)
+        media_type, digest, document = manifest
         top_digest = digest
         seen = {digest}
         wanted = platforms.preference(platform)

@@ -74,6 +74,11 @@ class WebhookProcess:
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
     @property
+    def pid(self) -> int:
+        assert self._process is not None, "not started"
+        return self._process.pid
+
+    @property
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1])
 

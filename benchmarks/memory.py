@@ -1,0 +1,85 @@
+"""Memory figures, each measured in a fresh process so that nothing else shares its RSS.
+
+    python -m benchmarks.memory cache COUNT            # RSS before/after COUNT distinct cached images
+    python -m benchmarks.memory scan CONFIG IMAGE      # RSS before, and the peak while resolving IMAGE
+
+Both print one JSON object. ``cache`` fills the resolver's caches the way
+lookups do (a tag entry and an image entry per image, realistic names and
+digests); ``scan`` goes through the public resolver against a real registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import hashlib
+import json
+import sys
+
+import aiohttp
+
+from mutator import config as config_module
+from mutator import server  # noqa: F401 - import what `mutator serve` imports, so the baseline is honest
+from mutator.images import ImageUser
+from mutator.registry.client import RegistryClient
+from mutator.resolver import Resolver, Tagged
+
+
+def status(field: str) -> int:
+    """A ``/proc/self/status`` figure (VmRSS, VmHWM) in bytes."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def reset_peak() -> None:
+    """Make VmHWM start again from the current RSS (Linux's clear_refs, value 5)."""
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+
+
+async def cache(count: int) -> dict[str, object]:
+    config = config_module.Config(cache_max_entries=count)
+    async with aiohttp.ClientSession() as session:
+        resolver = Resolver(client=RegistryClient(session=session, registries=config.registry), config=config)
+        gc.collect()
+        before = status("VmRSS")
+        for i in range(count):
+            image = f"registry.internal:5000/team-{i % 97}/service-{i}:1.{i % 50}.{i % 7}"
+            digest = "sha256:" + hashlib.sha256(image.encode()).hexdigest()
+            reference = "".join(["registry.internal:5000/", image.split("/", 1)[1]])
+            resolver.tags.put(image, Tagged(digest, reference))
+            resolver.users.put(digest, ImageUser(image=image, reference=reference, digest=digest,
+                                                 user=f"svc{i % 13}", uid=1000 + i % 5000, gid=1000))
+        gc.collect()
+        after = status("VmRSS")
+        assert len(resolver.users) == count and resolver.cached(image) is not None
+    return {"images": count, "rss_before": before, "rss_after": after,
+            "bytes_per_image": (after - before) / count}
+
+
+async def scan(config_path: str, image: str) -> dict[str, object]:
+    config = config_module.load(config_path)
+    async with aiohttp.ClientSession() as session:
+        resolver = Resolver(client=RegistryClient(session=session, registries=config.registry), config=config)
+        gc.collect()
+        before = status("VmRSS")
+        reset_peak()
+        result = await resolver.lookup(image)
+        peak = status("VmHWM")
+    return {"rss_before": before, "rss_peak": peak, "result": result.as_json()}
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["cache"]:
+        print(json.dumps(asyncio.run(cache(int(sys.argv[2])))))
+    elif sys.argv[1:2] == ["scan"]:
+        print(json.dumps(asyncio.run(scan(sys.argv[2], sys.argv[3]))))
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Warm-up: which images a stored Pod names, resolving them with bounded concurrency, and no cluster."""
+
+from __future__ import annotations
+
+import ssl
+import urllib.request
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from mutator import metrics, warmup
+from mutator.config import Config, from_mapping
+from mutator.errors import ConfigError
+from mutator.registry.client import RegistryClient
+from mutator.resolver import Resolver
+from tests.support.images import layer, passwd
+from tests.support.net import free_port, wait_for
+from tests.support.proxy import CountingProxy
+from tests.support.webhook import WebhookProcess
+
+pytestmark = pytest.mark.registry
+
+
+def test_images_of_a_pod_are_those_without_an_effective_run_as_user():
+    pod = {"spec": {
+        "initContainers": [{"name": "i", "image": "init:1"}],
+        "containers": [{"name": "a", "image": "app:1"},
+                       {"name": "b", "image": "fixed:1", "securityContext": {"runAsUser": 1000}},
+                       {"name": "c"}, "junk"],
+        "ephemeralContainers": [{"name": "d", "image": "debug:1"}],
+    }}
+    assert warmup.images_of(pod) == {"init:1", "app:1", "debug:1"}
+    pod["spec"]["securityContext"] = {"runAsUser": 1000}
+    assert warmup.images_of(pod) == set()
+    assert warmup.images_of({"spec": None}) == set()
+
+
+@pytest.fixture
+async def proxy(registry) -> AsyncIterator[CountingProxy]:
+    counting = await CountingProxy(registry.url).start()
+    yield counting
+    await counting.stop()
+
+
+async def test_resolve_all_is_bounded_counts_progress_and_fills_the_cache(registry, pusher, proxy):
+    refs = [pusher.image(f"warm/app{i}", "v1", user="app",
+                         layers=[layer({"etc/passwd": passwd(("app", 1000 + i, 1000))})]).reference
+            for i in range(6)]
+    images = [f"{proxy.host}/{ref.split('/', 1)[1]}" for ref in refs]
+    broken = f"127.0.0.1:{free_port()}/warm/gone:v1"
+    config = from_mapping({"registries": {proxy.host: {"plain_http": True}}})
+    gauges = {state: metrics.WARMUP_IMAGES.labels(state) for state in ("total", "done", "failed")}
+    before = {state: gauge._value.get() for state, gauge in gauges.items()}
+    async with aiohttp.ClientSession() as session:
+        resolver = Resolver(client=RegistryClient(session=session, registries=config.registry), config=config)
+        peak = 0
+        original = resolver.start
+
+        def watching(image: str):
+            nonlocal peak
+            task = original(image)
+            peak = max(peak, len(resolver._background))
+            return task
+
+        resolver.start = watching  # type: ignore[method-assign]
+        await warmup.resolve_all(resolver, [*images, broken], concurrency=2)
+        assert [resolver.cached(image).uid for image in images] == [1000 + i for i in range(6)]
+    assert 1 <= peak <= 2
+    assert gauges["total"]._value.get() == 7
+    assert gauges["done"]._value.get() - before["done"] == 6
+    assert gauges["failed"]._value.get() - before["failed"] == 1
+    assert proxy.count("/manifests/") == 6
+
+
+def test_without_a_cluster_the_server_logs_one_line_and_is_ready(tmp_path, monkeypatch, registry_config):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    server = WebhookProcess(config=registry_config).start()
+    try:
+        context = ssl.create_default_context(cafile=server.cert)
+        with urllib.request.urlopen(f"{server.url}/readyz", context=context, timeout=10) as reply:
+            assert reply.status == 200
+        wait_for(lambda: "warm-up" in server.log.read_text(), timeout=10, what="the warm-up's log line")
+    finally:
+        server.stop()
+    lines = [line for line in server.log.read_text().splitlines() if "warm-up" in line]
+    assert len(lines) == 1 and "warm-up skipped" in lines[0], lines
+
+
+def test_warmup_settings_are_checked():
+    assert (Config().warmup, Config().warmup_concurrency) == (True, 4)
+    assert from_mapping({"warmup": False, "warmup_concurrency": 8}).warmup_concurrency == 8
+    with pytest.raises(ConfigError, match="warmup must be true or false"):
+        from_mapping({"warmup": "yes"})
+    with pytest.raises(ConfigError, match="warmup_concurrency must be at least 1"):
+        from_mapping({"warmup_concurrency": 0})
