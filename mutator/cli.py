@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import json
 import logging
@@ -92,6 +93,8 @@ def _parser() -> argparse.ArgumentParser:
                        "127.0.0.1:8443 with --dev)")
     serve.add_argument("--tls-cert", help="PEM certificate chain")
     serve.add_argument("--tls-key", help="PEM private key")
+    serve.add_argument("--kubeconfig", help="read pull secrets through this kubeconfig (default: the config "
+                       "file's kubeconfig, else $KUBECONFIG, else the in-cluster service account)")
     serve.add_argument("--dev", action="store_true",
                        help="make a self-signed certificate for localhost at start (removed at exit)")
 
@@ -165,9 +168,13 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
             except (ssl.SSLError, ValueError) as exc:
                 raise _CannotServe(f"cannot load --tls-cert {cert} with --tls-key {key}: {exc}",
                                    EXIT_BAD_INPUT) from None
+            if args.kubeconfig:
+                config = dataclasses.replace(config, kubeconfig=args.kubeconfig)
             try:
                 _run_fast(server.serve(config, host=host, port=port, ssl_context=context,
                                        on_ready=on_ready))
+            except ConfigError as exc:  # a kubeconfig that cannot be used, found as serving starts
+                raise _CannotServe(str(exc), EXIT_BAD_INPUT) from None
             except OSError as exc:
                 unresolved = isinstance(exc, socket.gaierror)
                 if not unresolved and exc.errno not in _LISTEN_ERRORS:

@@ -185,6 +185,12 @@ class Config:
     # At start, resolve the images of Pods in opted-in namespaces (in the background).
     warmup: bool = field(default=True, metadata=check(boolean()))
     warmup_concurrency: int = field(default=4, metadata=check(number(at_least=1, at_most=64, integer=True)))
+    # The Pods' own pull secrets, read from the cluster (in-cluster, or `kubeconfig`/$KUBECONFIG).
+    # Off for clusters that will not grant the webhook `get/list/watch` on Secrets.
+    pull_secrets: bool = field(default=True, metadata=check(boolean()))
+    kubeconfig: str | None = field(default=None, metadata=check(path()))
+    # How long "may these credentials read this repository?" (a manifest HEAD) is trusted.
+    access_check_ttl_seconds: float = field(default=60.0, metadata=check(number(above=0, at_most=3600)))
 
     def __post_init__(self) -> None:
         if (self.credential_provider_config is None) != (self.credential_provider_bin_dir is None):

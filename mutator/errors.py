@@ -99,3 +99,11 @@ class UnreadableAccountFile(ImageError):
     A dangling or looping link, a FIFO or device in its place, a file over the
     size limit, or a search that would have to pass a layer we do not fetch.
     """
+
+
+class KubeError(MutatorError):
+    """The Kubernetes API server refused or failed a request; ``status`` is its HTTP status."""
+
+    def __init__(self, message: str, *, status: int | None = None):
+        super().__init__(message)
+        self.status = status

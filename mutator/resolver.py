@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from cachetools import LRUCache
 
 from mutator import metrics, passwd
+from mutator.access import AccessGate
 from mutator.cache import CoalescingCache
 from mutator.config import Config, Platform
 from mutator.errors import ImageError, InvalidReference, UnresolvableUser
@@ -35,6 +36,7 @@ from mutator.images import ImageFailure, ImageUser, Resolution
 from mutator.registry import reference, rootfs, transport
 from mutator.registry.client import RegistryClient
 from mutator.registry.credentials import CredentialSources, PullContext
+from mutator.registry.keyring import Credential
 from mutator.registry.layercache import LayerCache
 from mutator.registry.reference import Reference
 
@@ -68,6 +70,10 @@ class Resolver:
                  credentials: CredentialSources | None = None) -> None:
         self._client = client
         self._credentials = credentials or CredentialSources()
+        # One shared cache for every namespace: the gate keeps private answers to those who may read them.
+        self.access = AccessGate(client=client, credentials=self._credentials,
+                                 check_ttl=config.access_check_ttl_seconds,
+                                 grant_ttl=config.cache_ttl_seconds, maxsize=config.cache_max_entries)
         self._platform = config.platform
         self._lookup_timeout = config.lookup_timeout_seconds
         size = config.cache_max_entries
@@ -117,7 +123,7 @@ class Resolver:
             else:
                 waiting[image] = self.start(image, deadline=deadline, pull=pull)
         if not waiting:
-            return results
+            return await self.access.screen(results, pull=pull, deadline=deadline) if pull else results
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining > 0:
             # wait() never cancels what it waits on: a lookup outlives a caller that gives up
@@ -127,7 +133,7 @@ class Resolver:
                 results[image] = task.result()
             else:
                 results[image] = ImageFailure(image, DEADLINE_MESSAGE, temporary=True)
-        return results
+        return await self.access.screen(results, pull=pull, deadline=deadline) if pull else results
 
     def start(self, image: str, *, deadline: float | None = None,
               pull: PullContext | None = None) -> asyncio.Task[Resolution]:
@@ -174,12 +180,14 @@ class Resolver:
         async def fetch() -> Tagged:
             canonical = str(ref)
             name = image if canonical == image else canonical  # one string object when they match
-            client = await self._client_for(ref, pull)
+            client, credentials = await self._client_for(ref, pull)
             digest = await client.resolve_tag(ref)
-            if digest is not None:
-                return Tagged(digest, name)
-            manifest = await client.manifest(ref, ref.identifier)
-            return Tagged(manifest[1], name, manifest)
+            if digest is None:
+                manifest = await client.manifest(ref, ref.identifier)
+                self.access.proved(ref, credentials)
+                return Tagged(manifest[1], name, manifest)
+            self.access.proved(ref, credentials)
+            return Tagged(digest, name)
 
         return await self._bounded(image, fetch(), deadline=deadline)
 
@@ -233,20 +241,24 @@ class Resolver:
         metrics.REGISTRY_LOOKUPS.labels("temporary_failure" if failure.temporary else "failed").inc()
         return failure
 
-    async def _client_for(self, ref: Reference, pull: PullContext | None) -> RegistryClient:
-        """The client for one lookup, offering the credentials that apply to *ref* and *pull*."""
-        return self._client.with_credentials(await self._credentials.credentials(ref, pull=pull))
+    async def _client_for(self, ref: Reference, pull: PullContext | None
+                          ) -> tuple[RegistryClient, tuple[Credential, ...]]:
+        """The client for one lookup, offering the credentials that apply to *ref* and *pull*
+        (returned too: a read that succeeds with them is recorded by the access gate)."""
+        credentials = tuple(await self._credentials.credentials(ref, pull=pull))
+        return self._client.with_credentials(credentials), credentials
 
     async def _read_image(self, image: str, platform: Platform, tagged: Tagged | None,
                           pull: PullContext | None) -> ImageUser:
         ref = reference.parse(image)
-        client = await self._client_for(ref, pull)
+        client, credentials = await self._client_for(ref, pull)
         if tagged is None:
             found = await client.image(ref, platform)
         elif tagged.manifest is not None:
             found = await client.image(ref, platform, manifest=tagged.manifest)
         else:
             found = await client.image(dataclasses.replace(ref, digest=tagged.digest), platform)
+        self.access.proved(ref, credentials)
         container_config = found.config.get("config")
         user = container_config.get("User") if isinstance(container_config, dict) else None
         user = user if isinstance(user, str) else ""

@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from mutator import admission, loopstats, metrics, warmup, webhook
 from mutator.config import Config
 from mutator.errors import BadReview
+from mutator.kube import pullsecrets
 from mutator.policy import Mode
 from mutator.registry.client import RegistryClient
 from mutator.registry.credentials import CredentialSources
@@ -45,6 +46,7 @@ _JSON_TYPES = frozenset({"application/json", "application/octet-stream"})
 RESOLVER = web.AppKey("resolver", Resolver)
 CONFIG = web.AppKey("config", Config)
 LOOP = web.AppKey("loop", asyncio.AbstractEventLoop)
+PULL_SECRETS = web.AppKey("pull_secrets", pullsecrets.PullSecrets)
 
 
 @functools.lru_cache(maxsize=64)  # the API server sends the same few values every time
@@ -158,6 +160,9 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     if RESOLVER not in request.app:
         return web.Response(status=503, text="starting\n")
+    pods = request.app.get(PULL_SECRETS)
+    if pods is not None and not pods.ready:  # the first lists, bounded: see PullSecrets.ready
+        return web.Response(status=503, text="reading pull secrets\n")
     return web.Response(text="ok\n")
 
 
@@ -196,6 +201,21 @@ async def _registry_session(app: web.Application) -> AsyncIterator[None]:
         yield
         if warming is not None:
             warming.cancel()
+    pods = await pullsecrets.from_config(enabled=config.pull_secrets, kubeconfig=config.kubeconfig)
+    if pods is not None:
+        app[PULL_SECRETS] = pods
+    try:
+        async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=30),
+            connector=aiohttp.TCPConnector(limit=100, limit_per_host=20),
+        ) as session:
+            client = RegistryClient(session=session, registries=config.registry)
+            app[RESOLVER] = Resolver(client=client, config=config,
+                                     credentials=CredentialSources.from_config(config, pods=pods))
+            yield
+    finally:
+        if pods is not None:
+            await pods.close()
 
 
 async def serve(config: Config, *, host: str, port: int, ssl_context: ssl.SSLContext,

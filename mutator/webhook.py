@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from mutator import admission, metrics, policy
 from mutator.admission import AdmissionReviewDoc, Review
 from mutator.policy import Decision, Mode
+from mutator.registry.credentials import PullContext
 from mutator.resolver import Resolver
 
 
@@ -42,7 +44,8 @@ async def handle(review: Review, *, mode: Mode, resolver: Resolver, deadline: fl
     if target is None or not target.containers:
         return Outcome(review, None, admission.respond(review.uid, allowed=True))
     images = policy.images_to_resolve(target)
-    resolutions = await resolver.resolve(images, deadline=deadline) if images else {}
+    pull = pull_context(review)
+    resolutions = await resolver.resolve(images, deadline=deadline, pull=pull) if images else {}
     decision = policy.decide(target, resolutions, mode)
     for _, outcome in decision.outcomes:
         _container_counter(mode, outcome).inc()
@@ -66,6 +69,32 @@ def internal_error(review: Review, *, mode: Mode) -> AdmissionReviewDoc:
     if mode is Mode.ENFORCE:
         return admission.respond(review.uid, allowed=False, code=500, message=reason)
     return admission.respond(review.uid, allowed=True, warnings=[reason])
+
+
+def pull_context(review: Review) -> PullContext:
+    """Whose pull credentials apply: the Pod's namespace, ``imagePullSecrets`` and ServiceAccount.
+
+    v1.20's ``pods/ephemeralcontainers`` update carries no pod spec, so there the
+    Pod's secrets are unknown (``service_account`` empty): only node-wide sources apply.
+    """
+    obj = review.object if isinstance(review.object, Mapping) else {}
+    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
+    namespace = review.namespace or _text(metadata.get("namespace"))
+    spec = obj.get("spec")
+    if review.kind != "Pod" or not isinstance(spec, Mapping):
+        return PullContext(namespace=namespace, pull_secrets=(), service_account="")
+    entries = spec.get("imagePullSecrets")
+    names = tuple(dict.fromkeys(  # in order, once each
+        entry["name"] for entry in (entries if isinstance(entries, list) else [])
+        if isinstance(entry, Mapping) and _text(entry.get("name"))
+    ))
+    # serviceAccount is the deprecated spelling the API server still fills in
+    account = _text(spec.get("serviceAccountName")) or _text(spec.get("serviceAccount")) or "default"
+    return PullContext(namespace=namespace, pull_secrets=names, service_account=account)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 @functools.cache

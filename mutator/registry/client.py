@@ -248,6 +248,13 @@ class RegistryClient:
         except InvalidReference:
             return None
 
+    async def readable(self, ref: Reference, digest: str) -> None:
+        """Prove with a manifest ``HEAD`` that this client's credentials may read *digest* in *ref*'s
+        repository; raises what a GET would have (401/403: every candidate was refused)."""
+        async with self._get(ref, f"manifests/{digest}", kind="manifest", accept=MANIFEST_ACCEPT,
+                             method="HEAD"):
+            pass
+
     async def image(self, ref: Reference, platform: Platform, *,
                     manifest: tuple[str, str, dict[str, Any]] | None = None) -> Image:
         """Resolve *ref* to one platform's config and layers, following indexes if needed.
