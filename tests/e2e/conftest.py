@@ -138,17 +138,24 @@ def register(kube: KubeCluster, webhook: WebhookProcess, **options: Any) -> dict
     return configuration
 
 
-@pytest.fixture(scope="module")
-def registered(kube: KubeCluster, registry_config: str) -> Iterator[Registered]:
-    """A webhook for this test module; its configuration is removed when the module ends."""
-    webhook = WebhookProcess(config=registry_config).start()
-    configuration = register(kube, webhook)
+@contextlib.contextmanager
+def serving(kube: KubeCluster, config: str, **options: Any) -> Iterator[Registered]:
+    """``mutator serve`` with *config*, registered (``options`` go to the configuration), then removed."""
+    webhook = WebhookProcess(config=config).start()
+    configuration = register(kube, webhook, **options)
     try:
         yield Registered(kube, webhook, configuration)
     finally:
         kube.kubectl("delete", "mutatingwebhookconfiguration", configuration["metadata"]["name"],
                      "--ignore-not-found")
         webhook.stop()
+
+
+@pytest.fixture(scope="module")
+def registered(kube: KubeCluster, registry_config: str) -> Iterator[Registered]:
+    """A webhook for this test module; its configuration is removed when the module ends."""
+    with serving(kube, registry_config) as registered:
+        yield registered
 
 
 def pod_manifest(name: str, *containers: tuple[str, str], labels: dict[str, str] | None = None,

@@ -1,0 +1,143 @@
+"""Tenant isolation of the shared image cache, against the protected loopback registries.
+
+Namespaces get their credentials through the ``PodKeyrings`` seam (here: a fixed keyring per
+namespace; the e2e tier reads real Secrets). Every request the resolver sends is counted, so
+"a public image costs nothing" and "one HEAD per (credentials, repository)" are measured, not assumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from mutator import metrics
+from mutator.images import ImageFailure, ImageUser
+from mutator.registry.credentials import CredentialSources, PullContext
+from mutator.registry.keyring import Keyring
+from tests.registry_auth.conftest import ALICE_PASSWORD, ALICE_REFRESH, BOB_PASSWORD
+
+pytestmark = pytest.mark.registry
+
+
+class NamespaceKeyrings:
+    """The PodKeyrings seam with one fixed keyring per namespace."""
+
+    def __init__(self, keyrings: dict[str, Keyring]) -> None:
+        self._keyrings = keyrings
+
+    async def keyring(self, pod: PullContext) -> Keyring | None:
+        return self._keyrings.get(pod.namespace)
+
+
+def _keyring(host: str, user: str, password: str, source: str) -> Keyring:
+    return Keyring.from_docker_config({"auths": {host: {"username": user, "password": password}}},
+                                      source=source)
+
+
+def _sources(host: str) -> CredentialSources:
+    return CredentialSources(pods=NamespaceKeyrings({
+        "team-a": _keyring(host, "alice", ALICE_PASSWORD, "secret team-a/regcred"),
+        # the same credentials in another Secret of another namespace: the same fingerprint
+        "team-c": _keyring(host, "alice", ALICE_PASSWORD, "secret team-c/copied"),
+        "team-d": _keyring(host, "bob", BOB_PASSWORD, "secret team-d/bob"),
+        # alice again, as an identity token: other credentials that may read the image
+        "team-e": Keyring.from_docker_config({"auths": {host: {"identitytoken": ALICE_REFRESH}}},
+                                             source="secret team-e/oauth"),
+    }))
+
+
+async def _resolve(resolver, image: str, namespace: str):
+    deadline = asyncio.get_running_loop().time() + 10
+    return (await resolver.resolve([image], deadline=deadline, pull=PullContext(namespace)))[image]
+
+
+def _access(result: str) -> float:
+    return metrics.CACHE_LOOKUPS.labels("access", result)._value.get()
+
+
+async def test_private_answer_is_not_given_to_a_namespace_without_credentials(
+        token_registry, resolver_for, sent):
+    resolver = resolver_for(token_registry.config, _sources(token_registry.server.host))
+    image = token_registry.private
+    mine = await _resolve(resolver, image, "team-a")
+    assert isinstance(mine, ImageUser) and mine.uid == 1202, mine
+
+    sent.clear()
+    misses = _access("miss")
+    started = time.perf_counter()
+    theirs = await _resolve(resolver, image, "team-b")
+    cold_ms = (time.perf_counter() - started) * 1000
+    assert isinstance(theirs, ImageFailure) and not theirs.temporary
+    assert "requires authentication" in theirs.message and "no credentials match" in theirs.message
+    # one access check: a manifest HEAD with the token it needs (retried once with a fresh token
+    # when refused, as every request is), never the image again
+    assert {s.method for s in sent if "/manifests/" in s.url} == {"HEAD"}
+    assert not any("/blobs/" in s.url for s in sent)
+    assert _access("miss") == misses + 1
+    round_trips = len(sent)
+
+    sent.clear()
+    started = time.perf_counter()
+    again = await _resolve(resolver, image, "team-b")
+    warm_ms = (time.perf_counter() - started) * 1000
+    assert isinstance(again, ImageFailure) and sent == []  # the refusal is cached per (credentials, repo)
+    print(f"\naccess check, token registry: {round_trips} round trips, {cold_ms:.1f} ms cold; "
+          f"{warm_ms:.2f} ms cached")
+
+
+async def test_same_credentials_elsewhere_are_free_and_other_credentials_are_checked(
+        token_registry, resolver_for, sent):
+    resolver = resolver_for(token_registry.config, _sources(token_registry.server.host))
+    image = token_registry.private
+    assert isinstance(await _resolve(resolver, image, "team-a"), ImageUser)
+
+    sent.clear()
+    copied = await _resolve(resolver, image, "team-c")
+    assert isinstance(copied, ImageUser) and copied.uid == 1202 and sent == []
+
+    bob = await _resolve(resolver, image, "team-d")
+    assert isinstance(bob, ImageFailure) and "refused every matching credential" in bob.message
+    assert BOB_PASSWORD not in bob.message
+    assert {s.method for s in sent if "/manifests/" in s.url} == {"HEAD"}
+    assert not any("/blobs/" in s.url for s in sent)
+
+    sent.clear()
+    started = time.perf_counter()
+    oauth = await _resolve(resolver, image, "team-e")
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    assert isinstance(oauth, ImageUser) and oauth.uid == 1202, oauth
+    assert [s.method for s in sent] == ["POST", "HEAD"]  # the token, then the check: two round trips
+    print(f"\naccess check granted, token registry: {len(sent)} round trips, {elapsed_ms:.1f} ms")
+
+
+async def test_a_public_image_costs_no_access_check(token_registry, resolver_for, sent):
+    resolver = resolver_for(token_registry.config, _sources(token_registry.server.host))
+    first = await _resolve(resolver, token_registry.public, "team-b")  # anonymous: proves it is public
+    assert isinstance(first, ImageUser) and first.uid == 1201
+
+    sent.clear()
+    checks = _access("miss") + _access("hit") + _access("coalesced")
+    for namespace in ("team-a", "team-d", "team-e"):
+        found = await _resolve(resolver, token_registry.public, namespace)
+        assert isinstance(found, ImageUser) and found.uid == 1201
+    assert sent == []
+    assert _access("miss") + _access("hit") + _access("coalesced") == checks
+
+
+async def test_concurrent_checks_of_one_repository_make_one_request(basic_registry, resolver_for, sent):
+    resolver = resolver_for(basic_registry.config, _sources(basic_registry.server.host))
+    image = basic_registry.private
+    assert isinstance(await _resolve(resolver, image, "team-a"), ImageUser)
+
+    sent.clear()
+    coalesced = _access("coalesced")
+    started = time.perf_counter()
+    answers = await asyncio.gather(*(_resolve(resolver, image, "team-b") for _ in range(20)))
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    assert all(isinstance(a, ImageFailure) and "requires authentication" in a.message for a in answers)
+    assert [s.method for s in sent] == ["HEAD"]  # Basic: the challenge is known, one round trip
+    assert _access("coalesced") == coalesced + 19
+    print(f"\naccess check, htpasswd registry: 1 round trip, 20 Pods answered in {elapsed_ms:.1f} ms")
+
