@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from mutator import admission
+from mutator.errors import ConfigError
+from mutator.kube import pullsecrets
 from mutator.kube.informer import Informer, Resource, _Gone
 from mutator.kube.pullsecrets import account_pull_secrets, secret_keyring
 from mutator.registry.credentials import PullContext
@@ -144,3 +146,20 @@ def test_an_expired_watch_means_list_again():
     with pytest.raises(_Gone):
         informer()._apply({"type": "ERROR", "object": {"kind": "Status", "code": 410,
                                                         "message": "too old resource version"}}, "1")
+
+
+async def test_the_switch_turns_cluster_reading_off_without_touching_the_cluster(monkeypatch, caplog):
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")
+    caplog.set_level(logging.INFO, logger="mutator")
+    assert await pullsecrets.from_config(enabled=False, kubeconfig="/nonexistent/kubeconfig") is None
+    assert "pull_secrets: false" in caplog.text
+
+
+async def test_no_cluster_means_nothing_read_and_a_named_bad_kubeconfig_is_an_error(monkeypatch, tmp_path):
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert await pullsecrets.from_config(enabled=True, kubeconfig=None) is None
+    broken = tmp_path / "kubeconfig"
+    broken.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\n")
+    with pytest.raises(ConfigError, match=f"kubeconfig {broken} is unusable"):
+        await pullsecrets.from_config(enabled=True, kubeconfig=str(broken))

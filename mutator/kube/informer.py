@@ -42,7 +42,7 @@ V = TypeVar("V")
 Key = tuple[str, str]  # (namespace, name)
 
 LIST_TIMEOUT = 60.0
-GET_TIMEOUT = 5.0
+GET_TIMEOUT = 2.0  # a miss is fetched inside an admission: a slow API server must not eat its deadline
 MAX_EVENT_BYTES = 4 * 1024 * 1024  # a Secret is at most 1 MiB; anything far bigger is not an event
 
 
@@ -126,7 +126,7 @@ class Informer(Generic[V]):
                 log.warning("%s informer: %s; retrying", self.resource.kind, exc)
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
                 failures += 1
-                log.warning("%s informer: %s; retrying", self.resource.kind, exc or type(exc).__name__)
+                log.warning("%s informer: %s; retrying", self.resource.kind, str(exc) or type(exc).__name__)
             delay = min(self._max_backoff, 0.5 * 2 ** min(failures, 10))
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 
@@ -237,7 +237,7 @@ class Informer(Generic[V]):
             return None
         except (_Gone, aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             log.warning("cannot read %s %s/%s: %s", self.resource.kind, namespace, name,
-                        exc or type(exc).__name__)
+                        str(exc) or type(exc).__name__)
             return None
         return self._transform(obj) if isinstance(obj, dict) else None
 
