@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import ssl
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -37,8 +36,7 @@ def webhook(registry, silent_registry, tmp_path_factory) -> Iterator[WebhookProc
 
 @pytest.fixture(scope="module")
 def http(webhook: WebhookProcess) -> urllib3.PoolManager:
-    return urllib3.PoolManager(ssl_context=ssl.create_default_context(cafile=webhook.cert),
-                               retries=False, timeout=30)
+    return webhook.https()
 
 
 def post(http, webhook, mode: str, body: Any, *, query: str = "?timeout=10s") -> tuple[int, Any]:

@@ -7,7 +7,6 @@ with the next credential source (here: anonymous): an unreachable cluster is nev
 from __future__ import annotations
 
 import json
-import ssl
 import time
 from collections.abc import Iterator
 
@@ -42,8 +41,7 @@ def webhook(registry, silent_registry, tmp_path_factory) -> Iterator[WebhookProc
 
 @pytest.fixture(scope="module")
 def http(webhook: WebhookProcess) -> urllib3.PoolManager:
-    return urllib3.PoolManager(ssl_context=ssl.create_default_context(cafile=webhook.cert),
-                               retries=False, timeout=30)
+    return webhook.https()
 
 
 def test_readiness_waits_for_the_first_lists(http, webhook):

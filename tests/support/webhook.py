@@ -14,6 +14,8 @@ import threading
 import urllib.request
 from pathlib import Path
 
+import urllib3
+
 from mutator.tls import self_signed
 
 _LISTENING = re.compile(r"listening on (https://\S+)")
@@ -72,6 +74,11 @@ class WebhookProcess:
         with urllib.request.urlopen(f"{self.url}/metrics", context=context, timeout=10) as reply:
             text = reply.read().decode()
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+    def https(self) -> urllib3.PoolManager:
+        """A client that trusts this webhook's certificate and never retries behind the test's back."""
+        return urllib3.PoolManager(ssl_context=ssl.create_default_context(cafile=self.cert),
+                                   retries=False, timeout=30)
 
     @property
     def pid(self) -> int:
