@@ -127,6 +127,9 @@ class Informer(Generic[V]):
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
                 failures += 1
                 log.warning("%s informer: %s; retrying", self.resource.kind, str(exc) or type(exc).__name__)
+            except Exception:  # a bug here must not freeze the cache for the life of the process
+                failures += 1
+                log.exception("%s informer failed; retrying", self.resource.kind)
             delay = min(self._max_backoff, 0.5 * 2 ** min(failures, 10))
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 
