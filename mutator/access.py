@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ from mutator.registry.credentials import CredentialSources, PullContext
 from mutator.registry.keyring import Credential
 from mutator.registry.reference import Reference
 
+log = logging.getLogger(__name__)
+
 ANONYMOUS = ("anonymous",)
 Requester = tuple[str, ...]
 
@@ -50,15 +53,22 @@ _COALESCED = metrics.CACHE_LOOKUPS.labels("access", "coalesced")
 _ENTRIES = metrics.CACHE_ENTRIES.labels("access")
 
 
-def requester(credentials: Sequence[Credential]) -> Requester:
-    """Who asks, as the registry will see it: the fingerprints of what is offered, or anonymous."""
+@functools.lru_cache(maxsize=4096)
+def requester(credentials: tuple[Credential, ...]) -> Requester:
+    """Who asks, as the registry will see it: the fingerprints of what is offered, or anonymous.
+
+    Cached: a fingerprint is an HMAC, and every hit for a private image asks.
+    """
     return tuple(c.fingerprint for c in credentials) or ANONYMOUS
 
 
-@functools.lru_cache(maxsize=4096)
+# Canonical references, parsed once: hits ask for the same few again and again.
+_parse = functools.lru_cache(maxsize=4096)(reference.parse)
+
+
 def _repository(text: str) -> tuple[str, str]:
-    """(registry, repository) of a canonical reference; cached because the warm path asks."""
-    ref = reference.parse(text)
+    """(registry, repository) of a canonical reference."""
+    ref = _parse(text)
     return ref.registry, ref.repository
 
 
@@ -103,7 +113,7 @@ class AccessGate:
             if len(self._grants) >= self._max_grants:  # the oldest goes: dicts keep insertion order
                 del self._grants[next(iter(self._grants))]
             grant = self._grants[key] = _Grant(time.monotonic() + self._grant_ttl)
-        who = requester(credentials)
+        who = requester(tuple(credentials))
         if who == ANONYMOUS:
             grant.public = True
         else:
@@ -111,24 +121,39 @@ class AccessGate:
 
     async def screen(self, results: Mapping[str, Resolution], *, pull: PullContext,
                      deadline: float) -> dict[str, Resolution]:
-        """*results* as *pull*'s Pod may see them: answers it cannot prove access to become failures."""
+        """*results* as *pull*'s Pod may see them: answers it cannot prove access to become failures.
+
+        Answers by *deadline* (``loop.time()`` based); a check still running then is a
+        temporary failure for this Pod and goes on to fill the check cache for its retry.
+        """
         unproved = [image for image, result in results.items()
                     if isinstance(result, ImageUser) and not self._public(result)]
-        if not unproved:  # the warm path for public images: no task, no copy
+        if not unproved:  # the warm path for public images: no await, no copy beyond this one
             return dict(results)
         screened = dict(results)
-        pending = {image: asyncio.ensure_future(self.admit(results[image], pull=pull))  # type: ignore[arg-type]
-                   for image in unproved}
-        remaining = deadline - asyncio.get_running_loop().time()
-        if remaining > 0:
-            await asyncio.wait(pending.values(), timeout=remaining)
-        for image, task in pending.items():
-            if task.done() and not task.cancelled() and task.exception() is None:
-                screened[image] = task.result()
-            else:
-                screened[image] = ImageFailure(
-                    image, "no answer from the registry before the admission deadline "
-                    "(checking this Pod's access to the image)", temporary=True)
+        checks: dict[str, tuple[asyncio.Task[_Refusal | None], Reference]] = {}
+        late = set(unproved)
+        try:
+            async with asyncio.timeout_at(deadline):
+                for image in unproved:
+                    verdict = await self._admit(results[image], pull=pull)  # type: ignore[arg-type]
+                    if isinstance(verdict, tuple):
+                        checks[image] = verdict
+                    else:
+                        screened[image] = verdict
+                        late.discard(image)
+                if checks:  # wait() never cancels the shared checks, only this wait
+                    await asyncio.wait([task for task, _ in checks.values()])
+        except TimeoutError:
+            pass
+        for image, (task, ref) in checks.items():
+            if task.done():
+                screened[image] = _verdict(results[image], ref, task)  # type: ignore[arg-type]
+                late.discard(image)
+        for image in late:
+            screened[image] = ImageFailure(
+                image, "no answer from the registry before the admission deadline "
+                "(checking this Pod's access to the image)", temporary=True)
         return screened
 
     def _grant(self, key: tuple[str, str]) -> _Grant | None:
@@ -145,15 +170,17 @@ class AccessGate:
             return False  # admit() turns it into a failure: never an answer without a check
         return grant is not None and grant.public
 
-    async def admit(self, result: ImageUser, *, pull: PullContext) -> Resolution:
-        """*result* if *pull*'s Pod may read the image, else the failure its own lookup would have met."""
+    async def _admit(self, result: ImageUser, *, pull: PullContext
+                     ) -> Resolution | tuple[asyncio.Task[_Refusal | None], Reference]:
+        """*result* if *pull*'s Pod may read the image, the failure its own lookup would have met
+        if it may not, or the check (a task, shared) still to wait for."""
         try:
-            ref = reference.parse(result.reference)
+            ref = _parse(result.reference)
         except InvalidReference as exc:
             return ImageFailure(result.image, str(exc), temporary=False)
         repo = (ref.registry, ref.repository)
         credentials = await self._credentials.credentials(ref, pull=pull)
-        who = requester(credentials)
+        who = requester(tuple(credentials))
         grant = self._grant(repo)
         if grant is not None and (grant.public or who in grant.requesters):
             return result
@@ -161,22 +188,20 @@ class AccessGate:
         if key in self._checks:
             _HIT.inc()
             refusal = self._checks[key]
-        else:
-            task = self._inflight.get(key)
-            if task is None:
-                _MISS.inc()
-                task = self._inflight[key] = asyncio.ensure_future(
-                    self._check(ref, result.digest, credentials, key))
-                task.add_done_callback(lambda _: self._inflight.pop(key, None))
-            else:
-                _COALESCED.inc()
-            try:
-                refusal = await asyncio.shield(task)
-            except ImageError as exc:  # the registry is down or slow: neither yes nor no
-                return ImageFailure(result.image, str(exc), temporary=exc.temporary)
-        if refusal is None:
-            return result
-        return ImageFailure(result.image, f"{ref}: {refusal.reason}", temporary=False)
+            return result if refusal is None else _refused(result, ref, refusal)
+        task = self._inflight.get(key)
+        if task is not None:
+            _COALESCED.inc()
+            return task, ref
+        _MISS.inc()
+        task = self._inflight[key] = asyncio.ensure_future(self._check(ref, result.digest, credentials, key))
+        task.add_done_callback(lambda done: self._checked(key, done))
+        return task, ref
+
+    def _checked(self, key: tuple[Requester, str, str], task: asyncio.Task[_Refusal | None]) -> None:
+        self._inflight.pop(key, None)
+        if not task.cancelled() and task.exception() is not None:  # retrieved even if every waiter left
+            log.info("access check of %s/%s failed: %s", key[1], key[2], task.exception())
 
     async def _check(self, ref: Reference, digest: str, credentials: Sequence[Credential],
                      key: tuple[Requester, str, str]) -> _Refusal | None:
@@ -195,3 +220,19 @@ class AccessGate:
         self._checks[key] = refusal
         _ENTRIES.set(len(self._checks))
         return refusal
+
+
+def _refused(result: ImageUser, ref: Reference, refusal: _Refusal) -> ImageFailure:
+    return ImageFailure(result.image, f"{ref}: {refusal.reason}", temporary=False)
+
+
+def _verdict(result: ImageUser, ref: Reference, task: asyncio.Task[_Refusal | None]) -> Resolution:
+    """What a finished check means for *result*."""
+    if task.cancelled():
+        return ImageFailure(result.image, "the access check was cancelled", temporary=True)
+    error = task.exception()
+    if error is not None:  # the registry is down or slow: neither yes nor no
+        return ImageFailure(result.image, str(error) or type(error).__name__,
+                            temporary=not isinstance(error, ImageError) or error.temporary)
+    refusal = task.result()
+    return result if refusal is None else _refused(result, ref, refusal)

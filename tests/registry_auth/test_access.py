@@ -13,10 +13,13 @@ import time
 import pytest
 
 from mutator import metrics
+from mutator.config import from_mapping
 from mutator.images import ImageFailure, ImageUser
 from mutator.registry.credentials import CredentialSources, PullContext
 from mutator.registry.keyring import Keyring
 from tests.registry_auth.conftest import ALICE_PASSWORD, ALICE_REFRESH, BOB_PASSWORD
+from tests.support.faultproxy import Fault, FaultProxy
+from tests.support.images import layer, passwd
 
 pytestmark = pytest.mark.registry
 
@@ -141,3 +144,30 @@ async def test_concurrent_checks_of_one_repository_make_one_request(basic_regist
     assert _access("coalesced") == coalesced + 19
     print(f"\naccess check, htpasswd registry: 1 round trip, 20 Pods answered in {elapsed_ms:.1f} ms")
 
+
+
+async def test_a_check_the_registry_cannot_answer_is_temporary_and_not_kept(registry, pusher, resolver_for):
+    """The registry fails the check (503): the Pod gets a temporary failure, nothing is cached, and the
+    next check, answered, lets it in; an anonymous success marks the repository public for good."""
+    image = pusher.image("access/flaky", "v1", user="app",
+                         layers=[layer({"etc/passwd": passwd(("app", 1501, 1501))})]).reference
+    proxy = FaultProxy(registry.url).start()
+    try:
+        config = from_mapping({"registries": {proxy.host: {"plain_http": True}}})
+        resolver = resolver_for(config, _sources(proxy.host))
+        image = image.replace(registry.host, proxy.host)
+        # read with team-a's credentials on offer: on record for them, not (yet) as public
+        assert isinstance(await _resolve(resolver, image, "team-a"), ImageUser)
+
+        proxy.set_fault(Fault("status", status=503, method="HEAD", match="/manifests/"))
+        down = await _resolve(resolver, image, "team-b")
+        assert isinstance(down, ImageFailure) and down.temporary and "503" in down.message, down
+
+        proxy.recover()
+        up = await _resolve(resolver, image, "team-b")
+        assert isinstance(up, ImageUser) and up.uid == 1501, up
+        heads = len(proxy.seen(lambda s: s.method == "HEAD"))
+        assert isinstance(await _resolve(resolver, image, "team-d"), ImageUser)  # public now: no check
+        assert len(proxy.seen(lambda s: s.method == "HEAD")) == heads
+    finally:
+        proxy.stop()
