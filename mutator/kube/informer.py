@@ -173,7 +173,8 @@ class Informer(Generic[V]):
         self._items = fresh
         self.state = State.WATCHING
         self.listed.set()
-        log.info("%s informer: %d listed", self.resource.kind, len(fresh))
+        log.info("%s informer%s: %d listed", self.resource.kind,
+                 f" ({self.resource.field_selector})" if self.resource.field_selector else "", len(fresh))
         return str(document.get("metadata", {}).get("resourceVersion", ""))
 
     async def _watch(self, version: str) -> str:
