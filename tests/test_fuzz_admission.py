@@ -110,7 +110,7 @@ class TableResolver:
         ImageUser("x", "r", "sha256:4", "top", uid=MAX_ID, gid=None),
     )
 
-    async def resolve(self, images: Any, *, deadline: float) -> dict[str, Any]:
+    async def resolve(self, images: Any, *, deadline: float, pull: Any = None) -> dict[str, Any]:
         table = {"named": 0, "root": 1, "ghost": 2}
         answers: dict[str, Any] = {}
         for image in images:

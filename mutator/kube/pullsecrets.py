@@ -193,8 +193,9 @@ async def from_config(*, enabled: bool, kubeconfig: str | None) -> PullSecrets |
         return None
     api = await api_client(kubeconfig=kubeconfig)
     if api is None:
-        log.info("no cluster configured (in-cluster, --kubeconfig, $KUBECONFIG or kubeconfig): "
-                 "pull secrets are not read")
+        # the usual case off a cluster (`serve --dev`, tests): nothing to say at info level
+        log.debug("no cluster configured (in-cluster, --kubeconfig, $KUBECONFIG or kubeconfig): "
+                  "pull secrets are not read")
         return None
     secrets = PullSecrets(api)
     secrets.start()
