@@ -187,20 +187,6 @@ def make_app(config: Config) -> web.Application:
 
 async def _registry_session(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    async with aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=30),
-        connector=aiohttp.TCPConnector(limit=100, limit_per_host=20),
-    ) as session:
-        app[LOOP] = asyncio.get_running_loop()
-        client = RegistryClient(session=session, registries=config.registry)
-        resolver = app[RESOLVER] = Resolver(client=client, config=config,
-                                            credentials=CredentialSources.from_config(config))
-        # readiness does not wait for the warm-up: a cold cache is slower, not wrong
-        warming = (asyncio.create_task(warmup.warm_up(resolver, concurrency=config.warmup_concurrency))
-                   if config.warmup else None)
-        yield
-        if warming is not None:
-            warming.cancel()
     pods = await pullsecrets.from_config(enabled=config.pull_secrets, kubeconfig=config.kubeconfig)
     if pods is not None:
         app[PULL_SECRETS] = pods
@@ -209,10 +195,16 @@ async def _registry_session(app: web.Application) -> AsyncIterator[None]:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=30),
             connector=aiohttp.TCPConnector(limit=100, limit_per_host=20),
         ) as session:
+            app[LOOP] = asyncio.get_running_loop()
             client = RegistryClient(session=session, registries=config.registry)
-            app[RESOLVER] = Resolver(client=client, config=config,
-                                     credentials=CredentialSources.from_config(config, pods=pods))
+            resolver = app[RESOLVER] = Resolver(client=client, config=config,
+                                                credentials=CredentialSources.from_config(config, pods=pods))
+            # readiness does not wait for the warm-up: a cold cache is slower, not wrong
+            warming = (asyncio.create_task(warmup.warm_up(resolver, concurrency=config.warmup_concurrency))
+                       if config.warmup else None)
             yield
+            if warming is not None:
+                warming.cancel()
     finally:
         if pods is not None:
             await pods.close()
