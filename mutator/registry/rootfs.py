@@ -78,7 +78,8 @@ class _Pull(io.RawIOBase):
     def __init__(self, stream: BlobStream, loop: asyncio.AbstractEventLoop) -> None:
         self._stream = stream
         self._loop = loop
-        self._pending = memoryview(b"")
+        self._pending = b""  # the current batch, read up to _offset: no quadratic re-slicing
+        self._offset = 0
         self._next: concurrent.futures.Future[bytes] | None = None
         self._eof = False
         self.stop = threading.Event()
@@ -91,7 +92,14 @@ class _Pull(io.RawIOBase):
         self._next = asyncio.run_coroutine_threadsafe(_batch(self._stream), self._loop)
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        while not self._pending and not self._eof:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to *size* bytes (a whole batch if *size* is negative); a batch asked for whole is
+        handed on as it came, not copied."""
+        while self._offset >= len(self._pending) and not self._eof:
             if self.stop.is_set():
                 raise RegistryUnavailable("layer scan abandoned")
             if self._next is None:
@@ -102,12 +110,14 @@ class _Pull(io.RawIOBase):
             if data:
                 self._request()  # fetch the next batch while this one is decoded
             self._stream.absorb(data)  # hashed here, in the worker thread, not on the event loop
-            self._pending = memoryview(data)
+            self._pending, self._offset = data, 0
             self._eof = not data
-        size = min(len(buffer), len(self._pending))
-        buffer[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
-        return size
+        start = self._offset
+        end = len(self._pending) if size < 0 else min(len(self._pending), start + size)
+        self._offset = end
+        if start == 0 and end == len(self._pending):
+            return self._pending
+        return self._pending[start:end]
 
     async def settle(self) -> None:
         """Wait for a batch still in flight and hash it, so the stream can be read on (or closed).
