@@ -151,12 +151,19 @@ class _Source(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+    def read(self, size: int = -1) -> bytes:
+        """The next bytes as the blob's reader gave them: no copy through a caller's buffer."""
+        if size < 0:
+            size = READ_BYTES
         if self._head:
-            data, self._head = self._head[: len(buffer)], self._head[len(buffer):]
-        else:
-            data = self._raw.read(len(buffer))
-            self._budget.charge(compressed=len(data), what=self._what)
+            data, self._head = self._head[:size], self._head[size:]
+            return data
+        data = self._raw.read(size)
+        self._budget.charge(compressed=len(data), what=self._what)
+        return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
 
@@ -187,22 +194,33 @@ class _Decoded(io.RawIOBase):
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to *size* decoded bytes, handed on as the decoder made them.
+
+        tarfile's stream mode reads through every member it skips; going through
+        ``readinto`` would copy each of those bytes twice more on the way.
+        """
+        if size < 0:
+            size = READ_BYTES
         if self._kind == ZSTD:
             try:
-                data = self._zstd.read(len(buffer))
+                data = self._zstd.read(size)
             except zstandard.ZstdError as exc:
                 if "too much memory" in str(exc):
                     raise UnsupportedImage(f"{self._what} needs a zstd window over the "
                                            f"{MAX_ZSTD_WINDOW_BYTES} bytes we allocate") from None
                 raise RegistryError(f"{self._what} is not valid zstd: {exc}") from None
         elif self._kind == GZIP:
-            data = self._gunzip(len(buffer))
+            data = self._gunzip(size)
         else:
-            data = self._source.read(len(buffer))
-        buffer[: len(data)] = data
+            data = self._source.read(size)
         self.decoded += len(data)
         self._budget.charge(decoded=len(data), what=self._what)
-        return len(data)
+        return data
 
     def _gunzip(self, size: int) -> bytes:
         while True:
@@ -251,6 +269,7 @@ def scan(raw: IO[bytes], kind: str, wanted: frozenset[str], *, budget: Budget, w
     decoded = _Decoded(raw, kind, budget, what)
     try:
         with tarfile.open(fileobj=decoded, mode="r|", bufsize=READ_BYTES) as tar:  # type: ignore[call-overload]
+            _skip_by_discarding(tar.fileobj, decoded)
             for member in tar:
                 path = clean(member.name)
                 if not path:
@@ -288,6 +307,37 @@ def scan(raw: IO[bytes], kind: str, wanted: frozenset[str], *, budget: Budget, w
         raise RegistryError(f"{what} is truncated after {decoded.decoded} bytes and does not "
                             f"decide {', '.join('/' + p for p in sorted(pending))}: {exc}") from None
     return _facts(wanted, entries, whiteouts, opaque, complete=True), False
+
+
+def _skip_by_discarding(stream: Any, decoded: _Decoded) -> None:
+    """Make tarfile's stream skip a member's data by decoding and dropping it.
+
+    Its own forward seek reads the skipped bytes through ``read``, which joins
+    and slices each block (two more copies of every byte of every member we do
+    not want); this drops each decoded block as it comes. Same bytes read, same
+    budget charged, same position kept (short at a truncated end, as before).
+    """
+    def seek(pos: int = 0) -> int:
+        ahead = pos - stream.pos
+        if ahead < 0:
+            raise tarfile.StreamError("seeking backwards is not allowed")
+        buffered = len(stream.buf)
+        if ahead <= buffered:
+            stream.buf = stream.buf[ahead:]
+            stream.pos = pos
+            return pos
+        stream.buf = b""
+        stream.pos += buffered
+        left = ahead - buffered
+        while left:
+            data = decoded.read(min(left, READ_BYTES))
+            if not data:
+                break
+            left -= len(data)
+            stream.pos += len(data)
+        return stream.pos
+
+    stream.seek = seek
 
 
 def _entry(tar: tarfile.TarFile, member: tarfile.TarInfo, entries: Mapping[str, Entry]) -> Entry:
