@@ -1,0 +1,77 @@
+"""Where the application's own time goes on a warm admission, without the HTTP/TLS stack.
+
+    python -m benchmarks.profile_warm            # µs of CPU per admission
+    python -m benchmarks.profile_warm --profile  # and the cProfile table, by own time
+
+It runs what ``/mutate/enforce`` runs between reading the body and writing it
+(decode, target, policy, respond, orjson) on the benchmark's review. The
+resolver is a stand-in that answers from a dict: a warm cache hit is two
+dictionary lookups, and the point is to see what the rest costs. Compare the
+figure with the CPU per request ``bench_admission --only warm`` prints for the
+server and the no-op: the difference not shown here is the HTTP/TLS stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import time
+from collections.abc import Iterable
+
+import orjson
+
+from benchmarks.bench_admission import admission_body
+from mutator import admission, webhook
+from mutator.images import ImageUser
+from mutator.policy import Mode
+from mutator.resolver import Resolver
+
+IMAGE = "127.0.0.1:5000/app:named"
+
+
+class _WarmResolver:
+    """Answers every image as a cached named user (uid 1000)."""
+
+    async def resolve(self, images: Iterable[str], *, deadline: float) -> dict[str, ImageUser]:
+        return {image: ImageUser(image=image, reference=image, digest="sha256:" + "a" * 64,
+                                 user="app", uid=1000, gid=1000) for image in images}
+
+
+async def _admit(body: bytes, resolver: Resolver, deadline: float) -> bytes:
+    review = admission.decode(body)
+    outcome = await webhook.handle(review, mode=Mode.ENFORCE, resolver=resolver, deadline=deadline)
+    return orjson.dumps(outcome.response)
+
+
+async def _run(*, count: int, profile: bool) -> None:
+    body = admission_body(IMAGE)
+    resolver: Resolver = _WarmResolver()  # type: ignore[assignment]
+    deadline = asyncio.get_running_loop().time() + 3600
+    for _ in range(count // 10):  # warm caches (lru_cache'd helpers, interned strings)
+        await _admit(body, resolver, deadline)
+    started = time.process_time()
+    for _ in range(count):
+        await _admit(body, resolver, deadline)
+    print(f"{(time.process_time() - started) / count * 1e6:.1f} µs CPU per warm admission "
+          f"(application only, {len(body)} byte review)")
+    if profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(count):
+            await _admit(body, resolver, deadline)
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=20000, help="admissions per measurement")
+    parser.add_argument("--profile", action="store_true", help="print the cProfile table too")
+    args = parser.parse_args()
+    asyncio.run(_run(count=args.count, profile=args.profile))
+
+
+if __name__ == "__main__":
+    main()
