@@ -34,7 +34,8 @@ IMAGE = "127.0.0.1:5000/app:named"
 class _WarmResolver:
     """Answers every image as a cached named user (uid 1000)."""
 
-    async def resolve(self, images: Iterable[str], *, deadline: float) -> dict[str, ImageUser]:
+    async def resolve(self, images: Iterable[str], *, deadline: float,
+                      pull: object = None) -> dict[str, ImageUser]:
         return {image: ImageUser(image=image, reference=image, digest="sha256:" + "a" * 64,
                                  user="app", uid=1000, gid=1000) for image in images}
 
