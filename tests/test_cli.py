@@ -57,8 +57,9 @@ def test_review_of_an_admission_review_file(images, registry_config, tmp_path):
     assert result.returncode == 0, result.stderr
     response = json.loads(result.stdout)["response"]
     ops = json.loads(base64.b64decode(response["patch"]))
-    assert ops == [{"op": "add", "path": "/spec/containers/0/securityContext",
-                    "value": {"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": True}}]
+    assert ops[0] == {"op": "add", "path": "/spec/containers/0/securityContext",
+                      "value": {"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": True}}
+    assert [op["path"] for op in ops[1:]] == ["/metadata/annotations"]  # the Pod had none
 
 
 def test_review_of_a_bare_pod_yaml_on_stdin(images, registry_config):

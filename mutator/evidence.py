@@ -1,0 +1,97 @@
+"""Evidence of every decision, for auditors: audit annotations and the Pod's ``run-as`` annotation. Pure.
+
+The API server writes a webhook's ``auditAnnotations`` into its audit log
+(prefixed with the webhook's name, e.g. ``enforce.nonroot-mutator.dev/decision``),
+so every admission leaves a record of what was decided and why. A Pod we
+patch also carries :data:`ANNOTATION`, so ``kubectl get pod -o yaml`` explains
+where its ``runAsUser`` came from, and ``mutator report`` can tell "patched by
+us" from "set by the developer".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mutator.findings import Finding
+
+ANNOTATION = "nonroot-mutator.dev/run-as"
+# The key in a JSON pointer: "/" is written "~1" (RFC 6901).
+_ANNOTATION_POINTER = "/metadata/annotations/" + ANNOTATION.replace("~", "~0").replace("/", "~1")
+# Audit annotation values are stored in every audit event: keep them small.
+MAX_AUDIT_VALUE_CHARS = 4096
+
+
+def _compact(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+def audit_annotations(findings: Sequence[Finding], *, mode: str, result: str) -> dict[str, str]:
+    """``mode``, ``decision`` and ``containers`` (JSON, bounded); keys are valid qualified names."""
+    entries = [_audit_entry(f) for f in findings]
+    value = _compact(entries)
+    if len(value) > MAX_AUDIT_VALUE_CHARS:
+        # Digests are the longest part and can be found again from the image; names and outcomes cannot.
+        entries = [{k: v for k, v in e.items() if k != "digest"} for e in entries]
+        value = _compact(entries)
+    kept = len(entries)
+    while len(value) > MAX_AUDIT_VALUE_CHARS and kept > 0:
+        kept -= 1
+        value = _compact([*entries[:kept], {"omitted": len(entries) - kept}])
+    return {"mode": mode, "decision": result, "containers": value[:MAX_AUDIT_VALUE_CHARS]}
+
+
+def _audit_entry(finding: Finding) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": finding.name, "outcome": finding.outcome}
+    for key, value in (("image", finding.container.image), ("digest", finding.digest),
+                       ("user", finding.user), ("uid", finding.uid), ("gid", finding.gid),
+                       ("runAsUser", finding.run_as_user)):
+        if value is not None:
+            entry[key] = value
+    if finding.problem:
+        entry["detail"] = finding.detail[:200]
+    return entry
+
+
+def run_as_record(finding: Finding) -> dict[str, Any]:
+    """What the Pod annotation says about one patched container."""
+    record: dict[str, Any] = {"image": finding.container.image, "digest": finding.digest,
+                              "user": finding.user, "uid": finding.uid, "gid": finding.gid}
+    if finding.user_layer:
+        record["layer"] = finding.user_layer
+    return record
+
+
+def read_run_as(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The containers a Pod's annotation says we patched (empty when absent or not ours to read)."""
+    annotations = (metadata or {}).get("annotations")
+    text = annotations.get(ANNOTATION) if isinstance(annotations, Mapping) else None
+    if not isinstance(text, str):
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+
+
+def annotation_ops(metadata: Mapping[str, Any] | None, patched: Sequence[Finding]) -> list[dict[str, Any]]:
+    """JSONPatch ops that record *patched* containers in the Pod's annotation.
+
+    Merged with what an earlier invocation recorded, so a re-invocation after a
+    sidecar injector adds the sidecar and keeps the rest; with nothing newly
+    patched there is no op, so a re-invocation changes nothing.
+    """
+    if not patched:
+        return []
+    record = read_run_as(metadata)
+    record.update({f.name: run_as_record(f) for f in patched})
+    value = _compact(record)
+    annotations = (metadata or {}).get("annotations")
+    if not isinstance(annotations, Mapping):
+        ops: list[dict[str, Any]] = []
+        if not isinstance(metadata, Mapping):
+            ops.append({"op": "add", "path": "/metadata", "value": {}})
+        return [*ops, {"op": "add", "path": "/metadata/annotations", "value": {ANNOTATION: value}}]
+    return [{"op": "add", "path": _ANNOTATION_POINTER, "value": value}]
