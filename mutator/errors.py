@@ -107,3 +107,7 @@ class KubeError(MutatorError):
     def __init__(self, message: str, *, status: int | None = None):
         super().__init__(message)
         self.status = status
+
+
+class BadInput(MutatorError):
+    """A file or stream given to a command cannot be read as manifests: not UTF-8, too large, not YAML."""

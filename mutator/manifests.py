@@ -1,0 +1,135 @@
+"""Reading what a developer applies: files, standard input or directories of YAML/JSON manifests.
+
+Round-trip YAML (``ruamel.yaml``) so that ``mutator review --fix`` can print
+the manifests back with their comments and key order. Input is bounded and
+checked before parsing: a file over :data:`MAX_FILE_BYTES` or not in UTF-8 is
+a clear :class:`~mutator.errors.BadInput`, never a traceback.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from mutator.admission import MAX_BODY_BYTES
+from mutator.errors import BadInput
+
+MAX_FILE_BYTES = MAX_BODY_BYTES  # what the API server itself would take in one request
+SUFFIXES = (".yaml", ".yml", ".json")
+STDIN = "-"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One file (or standard input) and its YAML documents, as loaded (comments kept)."""
+
+    path: str
+    documents: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One object to review: a document, or an item of a ``List``.
+
+    ``pointer`` is where the object sits in ``document`` (``""`` or ``/items/3``),
+    so a fix computed for the object can be applied to what will be printed back.
+    """
+
+    source: str
+    document: Any
+    pointer: str
+    obj: Any
+
+
+def _yaml() -> YAML:
+    yaml = YAML()  # round-trip: comments, key order and quotes survive a load and dump
+    yaml.preserve_quotes = True
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    return yaml
+
+
+def files(paths: Sequence[str]) -> list[str]:
+    """Expand directories into their ``*.yaml``/``*.yml``/``*.json`` files, recursively, sorted."""
+    found: list[str] = []
+    for path in paths:
+        if path != STDIN and os.path.isdir(path):
+            inside = sorted(str(p) for p in Path(path).rglob("*")
+                            if p.suffix in SUFFIXES and p.is_file())
+            if not inside:
+                raise BadInput(f"{path}: no *.yaml, *.yml or *.json files in this directory")
+            found.extend(inside)
+        else:
+            found.append(path)
+    return found
+
+
+def _read(path: str) -> bytes:
+    try:
+        if path == STDIN:
+            data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+        else:
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise BadInput(f"{path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise BadInput(f"{path}: larger than {MAX_FILE_BYTES} bytes")
+    return data
+
+
+def load(path: str) -> Source:
+    """One file's documents; empty documents (``---`` alone) are dropped."""
+    data = _read(path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{path}: not UTF-8 text (byte {exc.start}): manifests must be UTF-8") from None
+    try:
+        documents = [d for d in _yaml().load_all(text) if d is not None]
+    except YAMLError as exc:
+        raise BadInput(f"{path}: not valid YAML: {exc}") from None
+    except (ValueError, TypeError, RecursionError) as exc:  # e.g. duplicate keys, deep nesting
+        raise BadInput(f"{path}: cannot read: {exc}") from None
+    return Source(path, documents)
+
+
+def items(sources: Sequence[Source]) -> Iterator[Item]:
+    """Every object, with ``List`` kinds (``kind: List``, ``DeploymentList``…) opened into their items."""
+    for source in sources:
+        for index, document in enumerate(source.documents):
+            where = f"{source.path}#{index + 1}" if len(source.documents) > 1 else source.path
+            if not isinstance(document, dict):
+                raise BadInput(f"{where}: a manifest must be a mapping, got {type(document).__name__}")
+            kind = document.get("kind")
+            if isinstance(kind, str) and kind.endswith("List") and "items" in document:
+                entries = document["items"]
+                if not isinstance(entries, list):
+                    raise BadInput(f"{where}: {kind}.items must be a list")
+                for position, entry in enumerate(entries):
+                    if not isinstance(entry, dict):
+                        raise BadInput(f"{where}: {kind}.items[{position}] must be a mapping")
+                    yield Item(where, document, f"/items/{position}", entry)
+            else:
+                yield Item(where, document, "", document)
+
+
+def dump(sources: Sequence[Source]) -> str:
+    """The documents of every source back as YAML, one stream; each source introduced by a comment."""
+    out = io.StringIO()
+    yaml = _yaml()
+    for source in sources:
+        if not source.documents:
+            continue
+        out.write(f"# Source: {source.path}\n" if source.path != STDIN else "")
+        for document in source.documents:
+            out.write("---\n")
+            yaml.dump(document, out)
+    return out.getvalue()
