@@ -1,4 +1,4 @@
-"""``mutator serve | review | resolve``."""
+"""``mutator serve | review | report | resolve``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
-from mutator import __version__, review, server, tls
+from mutator import __version__, report, review, server, tls
 from mutator import config as config_module
 from mutator.config import Config, Platform
 from mutator.errors import ConfigError
@@ -100,6 +100,11 @@ def _parser() -> argparse.ArgumentParser:
                              "an AdmissionReview, offline")
     review.add_arguments(review_parser)
     review_parser.add_argument("--docker-config", metavar="PATH", help=DOCKER_CONFIG_HELP)
+
+    report_parser = _command(commands, "report",
+                             "every Pod (or workload) of a cluster with its user and a verdict")
+    report.add_arguments(report_parser)
+    report_parser.add_argument("--docker-config", metavar="PATH", help=DOCKER_CONFIG_HELP)
 
     resolve = _command(commands, "resolve", "print the uid/gid each image runs as")
     resolve.add_argument("--config", help="YAML config file (default: $MUTATOR_CONFIG)")
@@ -216,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"mutator: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        commands = {"serve": _serve, "review": review.run, "resolve": _resolve}
+        commands = {"serve": _serve, "review": review.run, "report": report.run, "resolve": _resolve}
         command = commands[args.command]
         return command(args, config)
     except KeyboardInterrupt:

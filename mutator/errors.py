@@ -111,3 +111,7 @@ class KubeError(MutatorError):
 
 class BadInput(MutatorError):
     """A file or stream given to a command cannot be read as manifests: not UTF-8, too large, not YAML."""
+
+
+class ClusterUnreachable(MutatorError):
+    """``mutator report`` could not load a kubeconfig or read from the API server."""
