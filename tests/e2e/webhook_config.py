@@ -21,6 +21,15 @@ FAILURE_POLICY = {"enforce": "Fail", "warn": "Ignore", "audit": "Ignore"}
 NEVER = ("kube-system",)
 
 
+def namespace_selector(mode: str) -> dict[str, Any]:
+    """The namespaces labelled *mode*, never those in NEVER."""
+    return {"matchExpressions": [
+        {"key": LABEL, "operator": "In", "values": [mode]},
+        # set automatically from Kubernetes 1.21 on; absent (so matching) before
+        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": list(NEVER)},
+    ]}
+
+
 def mutating_webhook_configuration(
     *,
     base_url: str,
@@ -41,11 +50,7 @@ def mutating_webhook_configuration(
             "reinvocationPolicy": "IfNeeded",
             "matchPolicy": "Equivalent",
             "clientConfig": {"url": f"{base_url}/mutate/{mode}", "caBundle": ca_bundle},
-            "namespaceSelector": {"matchExpressions": [
-                {"key": LABEL, "operator": "In", "values": [mode]},
-                # set automatically from Kubernetes 1.21 on; absent (so matching) before
-                {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": list(NEVER)},
-            ]},
+            "namespaceSelector": namespace_selector(mode),
             "rules": [
                 {"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
                  "resources": ["pods"], "scope": "Namespaced"},
@@ -82,10 +87,7 @@ def workload_warning_configuration(*, base_url: str, ca_pem: bytes, name: str = 
         "failurePolicy": "Ignore",
         "matchPolicy": "Equivalent",
         "clientConfig": {"url": f"{base_url}/warn/workloads/{mode}", "caBundle": ca_bundle},
-        "namespaceSelector": {"matchExpressions": [
-            {"key": LABEL, "operator": "In", "values": [mode]},
-            {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": list(NEVER)},
-        ]},
+        "namespaceSelector": namespace_selector(mode),
         "rules": [{"operations": ["CREATE", "UPDATE"], "scope": "Namespaced", **rule}
                   for rule in WORKLOAD_RULES],
     } for mode in MODES]
