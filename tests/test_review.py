@@ -5,13 +5,18 @@ Runs the command as a process against images in the loopback registry.
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.support.fixtures import with_images
+from tests.support.images import layer, passwd
 from tests.test_cli import mutator
 
 pytestmark = pytest.mark.registry
@@ -31,8 +36,6 @@ def manifest(kind: str, name: str, image: str, **container: Any) -> dict[str, An
 
 def rows(stdout: str) -> list[list[str]]:
     """The table's rows, split on runs of two or more spaces."""
-    import re
-
     lines = stdout.splitlines()
     assert lines[0].split() == ["WORKLOAD", "CONTAINER", "IMAGE", "USER", "VERDICT", "UID/GID", "REASON"]
     return [re.split(r"\s{2,}", line, maxsplit=6) for line in lines[1:]]
@@ -151,3 +154,24 @@ def test_missing_file_and_empty_directory_exit_2(tmp_path, registry_config):
     assert missing.returncode == 2 and "No such file" in missing.stderr
     empty = mutator("review", str(tmp_path), config=registry_config)
     assert empty.returncode == 2 and "no *.yaml, *.yml or *.json files" in empty.stderr
+
+
+@pytest.fixture(scope="module")
+def memcached(pusher) -> str:
+    """Shaped like the real memcached image: USER memcache, uid 11211 in its /etc/passwd."""
+    return pusher.image("test/memcached", "1.6", user="memcache",
+                        layers=[layer({"etc/passwd": passwd(("memcache", 11211, 11211))})]).reference
+
+
+def test_the_readme_example_shows_a_patch(memcached, registry_config, tmp_path):
+    example = Path(__file__).resolve().parents[1] / "examples" / "review-named-user.json"
+    document = json.loads(example.read_text())
+    public = "docker.io/library/memcached:1.6"  # USER memcache: a named user, so the example is patched
+    assert document["request"]["object"]["spec"]["containers"][0]["image"] == public
+    path = tmp_path / "example.json"
+    path.write_text(json.dumps(with_images(document, {public: memcached})))
+    result = mutator("review", str(path), config=registry_config)
+    assert result.returncode == 0, result.stderr
+    response = json.loads(result.stdout)["response"]
+    ops = json.loads(base64.b64decode(response["patch"]))
+    assert ops[0]["value"] == {"runAsUser": 11211, "runAsGroup": 11211, "runAsNonRoot": True}
