@@ -21,6 +21,15 @@ ANNOTATION = "nonroot-mutator.dev/run-as"
 _ANNOTATION_POINTER = "/metadata/annotations/" + ANNOTATION.replace("~", "~0").replace("/", "~1")
 # Audit annotation values are stored in every audit event: keep them small.
 MAX_AUDIT_VALUE_CHARS = 4096
+# An image's USER is whatever its config says: bounded, so no image can bloat a Pod past the API
+# server's 256 KiB limit on annotations, or an audit event.
+MAX_FIELD_CHARS = 256
+# The whole run-as annotation; past it only the numbers are kept (the rest is in the audit log).
+MAX_ANNOTATION_CHARS = 64 * 1024
+
+
+def _bounded(value: Any) -> Any:
+    return value[:MAX_FIELD_CHARS] if isinstance(value, str) else value
 
 
 def _compact(data: Any) -> str:
@@ -48,18 +57,18 @@ def _audit_entry(finding: Finding) -> dict[str, Any]:
                        ("user", finding.user), ("uid", finding.uid), ("gid", finding.gid),
                        ("runAsUser", finding.run_as_user)):
         if value is not None:
-            entry[key] = value
+            entry[key] = _bounded(value)
     if finding.problem:
-        entry["detail"] = finding.detail[:200]
+        entry["detail"] = _bounded(finding.detail)
     return entry
 
 
 def run_as_record(finding: Finding) -> dict[str, Any]:
     """What the Pod annotation says about one patched container."""
-    record: dict[str, Any] = {"image": finding.container.image, "digest": finding.digest,
-                              "user": finding.user, "uid": finding.uid, "gid": finding.gid}
+    record: dict[str, Any] = {"image": _bounded(finding.container.image), "digest": finding.digest,
+                              "user": _bounded(finding.user), "uid": finding.uid, "gid": finding.gid}
     if finding.user_layer:
-        record["layer"] = finding.user_layer
+        record["layer"] = _bounded(finding.user_layer)
     return record
 
 
@@ -88,6 +97,8 @@ def annotation_ops(metadata: Mapping[str, Any] | None, patched: Sequence[Finding
     record = read_run_as(metadata)
     record.update({f.name: run_as_record(f) for f in patched})
     value = _compact(record)
+    if len(value) > MAX_ANNOTATION_CHARS:
+        value = _compact({name: {"uid": r.get("uid"), "gid": r.get("gid")} for name, r in record.items()})
     annotations = (metadata or {}).get("annotations")
     if not isinstance(annotations, Mapping):
         ops: list[dict[str, Any]] = []

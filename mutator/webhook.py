@@ -42,7 +42,8 @@ async def handle(review: Review, *, mode: Mode, resolver: Resolver, deadline: fl
     """
     target = admission.target(review)
     if target is None or not target.containers:
-        return Outcome(review, None, admission.respond(review.uid, allowed=True))
+        notes = evidence.audit_annotations([], mode=mode.value, result="untouched")
+        return Outcome(review, None, admission.respond(review.uid, allowed=True, audit_annotations=notes))
     images = policy.images_to_resolve(target)
     pull = pull_context(review)
     resolutions = await resolver.resolve(images, deadline=deadline, pull=pull) if images else {}

@@ -136,7 +136,8 @@ def test_dry_run_is_decided_like_a_real_create(http, webhook, images):
 
 def test_label_update_is_allowed_untouched(http, webhook):
     response = answer(http, webhook, "enforce", review("pod-update-labels"))
-    assert response == {"uid": review("pod-update-labels")["request"]["uid"], "allowed": True}
+    assert response == {"uid": review("pod-update-labels")["request"]["uid"], "allowed": True,
+                        "auditAnnotations": {"mode": "enforce", "decision": "untouched", "containers": "[]"}}
 
 
 def test_v120_ephemeral_container_is_patched_where_it_sits(http, webhook, images):

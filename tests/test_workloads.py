@@ -165,3 +165,20 @@ def test_run_as_annotation_is_added_without_annotations_and_merged_on_reinvocati
     assert evidence.annotation_ops(again["metadata"], []) == []
     path = evidence.annotation_ops(again["metadata"], [sidecar])[0]["path"]
     assert path == "/metadata/annotations/nonroot-mutator.dev~1run-as"
+
+
+def test_an_image_cannot_bloat_the_evidence():
+    huge = "u" * 100_000
+    resolved = {"big": ImageUser("big", "r/big:1", "sha256:" + "f" * 64, huge, 1000, 1000)}
+    spec = {"containers": [{"name": f"c{i}", "image": "big"} for i in range(400)]}
+    target = workloads.of(manifest("Pod", spec)).target
+    assert target is not None
+    found = findings.collect(target, resolved, policy.decide(target, resolved, Mode.ENFORCE))
+    (op,) = evidence.annotation_ops({}, found)
+    value = op["value"][evidence.ANNOTATION]
+    assert len(value) <= evidence.MAX_ANNOTATION_CHARS
+    assert json.loads(value)["c399"] == {"uid": 1000, "gid": 1000}
+    one = evidence.annotation_ops({}, found[:1])[0]["value"][evidence.ANNOTATION]
+    assert json.loads(one)["c0"]["user"] == huge[: evidence.MAX_FIELD_CHARS]
+    notes = evidence.audit_annotations(found, mode="enforce", result="patched")
+    assert len(notes["containers"]) <= evidence.MAX_AUDIT_VALUE_CHARS
