@@ -8,7 +8,12 @@ must still tell what they run as.
 from __future__ import annotations
 
 import json
+import os
+import pty
 import secrets
+import select
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -241,3 +246,30 @@ def test_report_by_workload_lists_controllers_not_their_pods(setup, images):
     assert (enforce, "pod/early-root") in workloads  # a bare Pod is its own workload
     assert not any(w.startswith("replicaset/") for _, w in workloads)  # owned by their Deployments
     assert not any(w.startswith("pod/fixed-api") or w.startswith("pod/named-web") for _, w in workloads)
+
+
+def test_report_shows_progress_only_in_a_terminal(setup):
+    command = [sys.executable, "-m", "mutator", "report", "--config", setup.config,
+               "--kubeconfig", str(setup.kube.kubeconfig), "-n", setup.namespaces["clean"]]
+    master, slave = pty.openpty()
+    try:
+        result = subprocess.run(command, stdout=subprocess.PIPE, stderr=slave, timeout=60, check=False)
+        os.close(slave)
+        slave = -1
+        shown = b""
+        while select.select([master], [], [], 0)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+    assert result.returncode == 0
+    assert b"resolving images: 1/1" in shown
+    piped = subprocess.run(command, capture_output=True, timeout=60, check=False)
+    assert piped.returncode == 0 and b"resolving" not in piped.stderr
