@@ -15,6 +15,8 @@ import urllib3
 
 from mutator.evidence import ANNOTATION
 from tests.support.fixtures import review, with_images
+from tests.support.images import layer, passwd
+from tests.support.net import wait_for
 from tests.support.webhook import WebhookProcess, serving
 
 pytestmark = pytest.mark.registry
@@ -108,6 +110,30 @@ def test_a_fine_workload_gets_no_warning(http, webhook, images):
     response = warned(http, webhook, workload_review(
         "Deployment", "apps", "deployments", deployment("fine", ("app", images["numeric"]))))
     assert "warnings" not in response
+
+
+@pytest.fixture(scope="module")
+def slow_image(pusher) -> str:
+    """A named-USER image whose /etc/passwd sits behind ~37 MB of layer: no lookup of it takes 50 ms."""
+    files = {"etc/passwd": passwd(("app", 1300, 1300))}
+    return pusher.image("test/slow-warn", "v1", user="app",
+                        layers=[layer(files, padding_files=300)]).reference
+
+
+def test_a_cold_image_is_answered_at_once_and_its_lookup_goes_on_into_the_cache(http, webhook, slow_image):
+    resolved = 'nonroot_mutator_registry_lookups_total{result="resolved"}'
+    before = webhook.metric(resolved)
+    document = workload_review("Deployment", "apps", "deployments", deployment("cold", ("app", slow_image)))
+    # ?timeout=0.3s leaves 50 ms: the image is answered "not checked yet", never waited for
+    (first,) = warned(http, webhook, document, query="?timeout=0.3s")["warnings"]
+    assert 'container "app" not checked yet' in first
+
+    def warm() -> list[str] | None:
+        lines = warned(http, webhook, document, query="?timeout=0.3s")["warnings"]
+        return lines if "will run as uid 1300" in lines[0] else None
+
+    wait_for(warm, timeout=60, what="the lookup started by the first warning to reach the cache")
+    assert webhook.metric(resolved) == before + 1  # one lookup, joined by every retry, then cached
 
 
 def test_a_cold_image_is_answered_within_the_budget(http, webhook, silent_registry):
