@@ -227,7 +227,7 @@ def test_report_reads_every_pod_back_with_its_verdict(setup, images):
                          config=setup.config)
     assert only_clean.returncode == 0 and "pod/numeric" in only_clean.stdout
 
-    markdown = report(setup, "-o", "markdown").stdout
+    markdown = report(setup, "--context", "e2e", "-o", "markdown").stdout
     assert f"Cluster (API server): `{setup.kube.server}`" in markdown and "ISO/IEC 27001 A.9.4.4" in markdown
     assert f"| {enforce} | enforce | pod/early-root | app |" in markdown
 
