@@ -48,6 +48,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "Pod": ("/api/v1/pods",),
 }
 PAGE = 500
+REQUEST_TIMEOUT_SECONDS = 60.0  # one page from the API server; a hung server must not hang a pipeline
 EXIT_OK, EXIT_ROOT, EXIT_ERROR = 0, 1, 2
 
 
@@ -75,7 +76,8 @@ async def _get(api: kube_client.ApiClient, path: str, query: list[tuple[str, str
     try:
         response = await api.call_api(path, "GET", query_params=query,
                                       header_params={"Accept": "application/json"},
-                                      auth_settings=["BearerToken"], _preload_content=False)
+                                      auth_settings=["BearerToken"], _preload_content=False,
+                                      _request_timeout=REQUEST_TIMEOUT_SECONDS)
         async with response:
             body = await response.read()
             return response.status, json.loads(body) if body else None
