@@ -81,7 +81,9 @@ async def _get(api: kube_client.ApiClient, path: str, query: list[tuple[str, str
         async with response:
             body = await response.read()
             return response.status, json.loads(body) if body else None
-    except (TimeoutError, OSError, ValueError) as exc:
+    except TimeoutError:
+        raise ClusterUnreachable(f"GET {path}: no answer within {REQUEST_TIMEOUT_SECONDS:g} s") from None
+    except (OSError, ValueError) as exc:
         raise ClusterUnreachable(f"GET {path}: {exc}") from None
 
 
