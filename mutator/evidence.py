@@ -14,6 +14,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from mutator.findings import Finding
 
 ANNOTATION = "nonroot-mutator.dev/run-as"
@@ -33,7 +35,8 @@ def _bounded(value: Any) -> Any:
 
 
 def _compact(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+    # orjson: this runs on every admission, and is several times faster than json here
+    return orjson.dumps(data, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def audit_annotations(findings: Sequence[Finding], *, mode: str, result: str) -> dict[str, str]:
