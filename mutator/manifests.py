@@ -9,7 +9,9 @@ a clear :class:`~mutator.errors.BadInput`, never a traceback.
 from __future__ import annotations
 
 import io
+import itertools
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ class Source:
 
     path: str
     documents: list[Any]
+    indent: tuple[int, int, int] = (2, 4, 2)  # mapping, sequence, offset: as the file is written
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +52,42 @@ class Item:
     obj: Any
 
 
-def _yaml() -> YAML:
+def _yaml(indent: tuple[int, int, int] = (2, 4, 2)) -> YAML:
     yaml = YAML()  # round-trip: comments, key order and quotes survive a load and dump
     yaml.preserve_quotes = True
-    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.width = 4096  # never re-wrap a long line the developer wrote on one line
+    mapping, sequence, offset = indent
+    yaml.indent(mapping=mapping, sequence=sequence, offset=offset)
     return yaml
+
+
+_KEY = re.compile(r"^( *)[^\s#-][^#]*:\s*(#.*)?$")  # a key whose value follows on the next lines
+_ITEM = re.compile(r"^( *)- ")
+
+
+def guess_indent(text: str) -> tuple[int, int, int]:
+    """How the file indents nested mappings and block sequences, so ``--fix`` changes only what it adds.
+
+    ``kubectl get -o yaml`` writes sequences flush with their key (``- name`` under
+    ``containers:``), most hand-written manifests indent them by two; both survive.
+    """
+    mapping, offset = 0, None
+    lines = text.splitlines()
+    for before, line in itertools.pairwise(lines):
+        key = _KEY.match(before)
+        if not key:
+            continue
+        item = _ITEM.match(line)
+        indent = len(line) - len(line.lstrip(" "))
+        if item and offset is None:
+            offset = len(item.group(1)) - len(key.group(1))
+        elif not item and line.strip() and not mapping and indent > len(key.group(1)):
+            mapping = indent - len(key.group(1))
+        if mapping and offset is not None:
+            break
+    mapping = mapping or 2
+    offset = max(0, offset if offset is not None else 2)
+    return mapping, offset + 2, offset
 
 
 def files(paths: Sequence[str]) -> list[str]:
@@ -98,7 +132,7 @@ def load(path: str) -> Source:
         raise BadInput(f"{path}: not valid YAML: {exc}") from None
     except (ValueError, TypeError, RecursionError) as exc:  # e.g. duplicate keys, deep nesting
         raise BadInput(f"{path}: cannot read: {exc}") from None
-    return Source(path, documents)
+    return Source(path, documents, guess_indent(text))
 
 
 def items(sources: Sequence[Source]) -> Iterator[Item]:
@@ -124,10 +158,10 @@ def items(sources: Sequence[Source]) -> Iterator[Item]:
 def dump(sources: Sequence[Source]) -> str:
     """The documents of every source back as YAML, one stream; each source introduced by a comment."""
     out = io.StringIO()
-    yaml = _yaml()
     for source in sources:
         if not source.documents:
             continue
+        yaml = _yaml(source.indent)
         out.write(f"# Source: {source.path}\n" if source.path != STDIN else "")
         for document in source.documents:
             out.write("---\n")

@@ -116,3 +116,19 @@ def test_bounds_and_encodings(tmp_path):
     dup.write_text("a: 1\na: 2\n")
     with pytest.raises(BadInput, match=r"dup\.yaml"):
         manifests.load(str(dup))
+
+
+@pytest.mark.parametrize("style", ["flush", "indented"])
+def test_fix_keeps_the_files_own_indentation(tmp_path, style):
+    item = "" if style == "flush" else "  "
+    text = (f"apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n"
+            f"  {item}- name: c  # the app\n  {item}  image: named\n  {item}  args:\n"
+            f"  {item}  {item}- --port=80\n")
+    path = tmp_path / "pod.yaml"
+    path.write_text(text)
+    source = manifests.load(str(path))
+    (result,) = reviewed(source, Mode.ENFORCE)
+    jsonpatch.apply_patch(result.item.document, result.fix, in_place=True)
+    fixed = manifests.dump([source]).split("---\n", 1)[1]
+    added = (f"  {item}  securityContext:\n  {item}    runAsUser: 1000\n  {item}    runAsGroup: 1000\n")
+    assert fixed == text + added  # every line the developer wrote is as written, the fix appended
