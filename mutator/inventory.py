@@ -82,6 +82,8 @@ def _row(workload: workloads.Workload, f: Finding, pod_sc: Mapping[str, Any] | N
     image = resolutions.get(f.container.image or "")
     known = image if isinstance(image, ImageUser) else None
     verdict, detail = _verdict(f, known, ours.get(f.name))
+    if verdict == "named-user" and workload.kind != "Pod" and mode in ("enforce", "warn"):
+        detail += f"; its Pods are patched at admission ({mode} namespace)"
     return Row(
         namespace=workload.namespace, mode=mode, workload=workload.label, container=f.name,
         image=f.container.image or "", digest=known.digest if known else "",
@@ -98,7 +100,7 @@ def _verdict(f: Finding, image: ImageUser | None, record: Any) -> tuple[str, str
     if f.outcome in ("unresolvable", "unavailable"):
         return "unresolvable", f.detail + fix
     if f.outcome == "patch":
-        return "named-user", f"USER {f.user} is uid {f.uid}, not set in the Pod{fix}"
+        return "named-user", f"USER {f.user} is uid {f.uid}, not set in the manifest{fix}"
     if f.run_as_user is not None and isinstance(record, dict) and record.get("uid") == f.run_as_user:
         user = record.get("user") or (image.user if image else "?")
         return "patched", f"runAsUser {f.run_as_user} set by nonroot-mutator from USER {user}"

@@ -50,7 +50,8 @@ def test_each_verdict():
     assert (patched.digest, patched.user, patched.run_as_user, patched.run_as_non_root) == (
         DIGEST, "node", 1000, True)
     assert "set by nonroot-mutator from USER node" in patched.detail
-    assert rows["named"].detail == "USER node is uid 1000, not set in the Pod; Dockerfile: USER 1000:1000"
+    assert rows["named"].detail == ("USER node is uid 1000, not set in the manifest; "
+                                   "Dockerfile: USER 1000:1000")
     assert rows["root"].detail.startswith("no USER") and rows["zero"].detail.startswith("runAsUser: 0")
     assert rows["gone"].detail == "manifest unknown"
     assert all(r.mode == "enforce" and r.workload == "pod/p" for r in rows.values())
@@ -61,6 +62,12 @@ def test_workload_templates_are_never_patched_by_us():
         "containers": [{"name": "a", "image": "named", "securityContext": {"runAsUser": 1000}}]}}}}
     (row,) = assess(deployment, "Deployment", mode="", resolutions=RESOLVED)
     assert (row.workload, row.verdict, row.mode) == ("deployment/web", "fine", "")
+    del deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    (bare,) = assess(deployment, "Deployment", mode="", resolutions=RESOLVED)
+    (guarded,) = assess(deployment, "Deployment", mode="enforce", resolutions=RESOLVED)
+    assert bare.verdict == guarded.verdict == "named-user"
+    assert "patched at admission" not in bare.detail
+    assert guarded.detail.endswith("; its Pods are patched at admission (enforce namespace)")
 
 
 def scan() -> Scan:
