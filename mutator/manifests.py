@@ -25,6 +25,8 @@ from mutator.admission import MAX_BODY_BYTES
 from mutator.errors import BadInput
 
 MAX_FILE_BYTES = MAX_BODY_BYTES  # what the API server itself would take in one request
+# Nodes a file may expand to once YAML aliases are followed ("billion laughs" stays a few KiB on disk).
+MAX_EXPANDED_NODES = 1_000_000
 SUFFIXES = (".yaml", ".yml", ".json")
 STDIN = "-"
 
@@ -132,7 +134,31 @@ def load(path: str) -> Source:
         raise BadInput(f"{path}: not valid YAML: {exc}") from None
     except (ValueError, TypeError, RecursionError) as exc:  # e.g. duplicate keys, deep nesting
         raise BadInput(f"{path}: cannot read: {exc}") from None
+    for document in documents:
+        if _expanded_size(document, {}, set()) > MAX_EXPANDED_NODES:
+            raise BadInput(f"{path}: YAML aliases expand to over {MAX_EXPANDED_NODES} nodes")
     return Source(path, documents, guess_indent(text))
+
+
+def _expanded_size(node: Any, sizes: dict[int, int], open_: set[int]) -> int:
+    """Nodes *node* stands for with every alias expanded; linear in the nodes as loaded (memoised)."""
+    if not isinstance(node, dict | list):
+        return 1
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        raise BadInput("a YAML alias refers to a node that contains it")
+    open_.add(key)
+    children = node.values() if isinstance(node, dict) else node
+    total = 1
+    for child in children:
+        total += _expanded_size(child, sizes, open_)
+        if total > MAX_EXPANDED_NODES:
+            break
+    open_.discard(key)
+    sizes[key] = total
+    return total
 
 
 def items(sources: Sequence[Source]) -> Iterator[Item]:

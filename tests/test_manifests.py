@@ -132,3 +132,18 @@ def test_fix_keeps_the_files_own_indentation(tmp_path, style):
     fixed = manifests.dump([source]).split("---\n", 1)[1]
     added = (f"  {item}  securityContext:\n  {item}    runAsUser: 1000\n  {item}    runAsGroup: 1000\n")
     assert fixed == text + added  # every line the developer wrote is as written, the fix appended
+
+
+def test_alias_bombs_are_bad_input_and_self_aliases_do_not_hang(tmp_path):
+    bomb = ["a: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    bomb += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(bomb).replace("a: &a0", "a0: &a0") + "\nkind: Pod\n")
+    with pytest.raises(BadInput, match="aliases expand to over"):
+        manifests.load(str(path))
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("a: &a [*a]\nkind: Pod\n")
+    assert manifests.load(str(loop)).documents[0]["kind"] == "Pod"  # the parser breaks the cycle
+    fine = tmp_path / "anchors.yaml"
+    fine.write_text("x: &labels {app: web}\ny: *labels\n")
+    assert manifests.load(str(fine)).documents[0]["y"]["app"] == "web"
