@@ -205,7 +205,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
                               progress=progress)
 
     try:
-        result = asyncio.run(with_resolver(config, work))
+        result = asyncio.run(with_resolver(config, work, credentials=args.credentials))
     except ClusterUnreachable as exc:
         print(f"mutator report: {exc}", file=sys.stderr)
         return EXIT_ERROR
