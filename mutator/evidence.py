@@ -14,8 +14,6 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import orjson
-
 from mutator.findings import Finding
 
 ANNOTATION = "nonroot-mutator.dev/run-as"
@@ -35,23 +33,44 @@ def _bounded(value: Any) -> Any:
 
 
 def _compact(data: Any) -> str:
-    # orjson: this runs on every admission, and is several times faster than json here
-    return orjson.dumps(data, option=orjson.OPT_SORT_KEYS).decode()
+    # json, not orjson: a container name may hold a lone surrogate (valid JSON "\ud800"), which
+    # orjson refuses and json escapes
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
 
 def audit_annotations(findings: Sequence[Finding], *, mode: str, result: str) -> dict[str, str]:
-    """``mode``, ``decision`` and ``containers`` (JSON, bounded); keys are valid qualified names."""
+    """``mode``, ``decision`` and ``containers`` (JSON, bounded); keys are valid qualified names.
+
+    Linear in the number of containers: a Pod may have thousands, and this runs on every admission.
+    """
     entries = [_audit_entry(f) for f in findings]
-    value = _compact(entries)
-    if len(value) > MAX_AUDIT_VALUE_CHARS:
+    value = _bounded_list(entries)
+    if value is None:
         # Digests are the longest part and can be found again from the image; names and outcomes cannot.
         entries = [{k: v for k, v in e.items() if k != "digest"} for e in entries]
-        value = _compact(entries)
-    kept = len(entries)
-    while len(value) > MAX_AUDIT_VALUE_CHARS and kept > 0:
-        kept -= 1
-        value = _compact([*entries[:kept], {"omitted": len(entries) - kept}])
-    return {"mode": mode, "decision": result, "containers": value[:MAX_AUDIT_VALUE_CHARS]}
+        value = _bounded_list(entries)
+    if value is None:
+        value = _bounded_list(entries, omit=True)
+    assert value is not None
+    return {"mode": mode, "decision": result, "containers": value}
+
+
+def _bounded_list(entries: Sequence[dict[str, Any]], *, omit: bool = False) -> str | None:
+    """*entries* as a JSON list within MAX_AUDIT_VALUE_CHARS; ``None`` if they do not all fit,
+    unless *omit*: then as many as fit, and ``{"omitted": n}`` for the rest."""
+    parts: list[str] = []
+    size = 2  # the brackets
+    reserve = len(_compact({"omitted": len(entries)})) + 1 if omit else 0
+    for entry in entries:
+        text = _compact(entry)
+        if size + len(text) + 1 + reserve > MAX_AUDIT_VALUE_CHARS:
+            if not omit:
+                return None
+            parts.append(_compact({"omitted": len(entries) - len(parts)}))
+            break
+        parts.append(text)
+        size += len(text) + 1
+    return "[" + ",".join(parts) + "]"
 
 
 def _audit_entry(finding: Finding) -> dict[str, Any]:

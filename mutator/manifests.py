@@ -130,10 +130,10 @@ def load(path: str) -> Source:
         raise BadInput(f"{path}: not UTF-8 text (byte {exc.start}): manifests must be UTF-8") from None
     try:
         documents = [d for d in _yaml().load_all(text) if d is not None]
-    except YAMLError as exc:
-        raise BadInput(f"{path}: not valid YAML: {exc}") from None
+    except YAMLError as exc:  # one line: the parser's message spans several
+        raise BadInput(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     except (ValueError, TypeError, RecursionError) as exc:  # e.g. duplicate keys, deep nesting
-        raise BadInput(f"{path}: cannot read: {exc}") from None
+        raise BadInput(f"{path}: cannot read: {' '.join(str(exc).split())}") from None
     for document in documents:
         if _expanded_size(document, {}, set()) > MAX_EXPANDED_NODES:
             raise BadInput(f"{path}: YAML aliases expand to over {MAX_EXPANDED_NODES} nodes")
