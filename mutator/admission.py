@@ -150,7 +150,8 @@ def validate(document: Any, *, resources: frozenset[tuple[str, str]] = PODS) -> 
     resource = request.get("resource")
     if not isinstance(kind, dict) or not isinstance(resource, dict):
         raise BadReview("request.kind and request.resource must be objects")
-    if (resource.get("group", ""), resource.get("resource")) not in resources:
+    asked = (resource.get("group", ""), resource.get("resource"))
+    if not all(isinstance(part, str) for part in asked) or asked not in resources:  # a list is unhashable
         wanted = ", ".join(sorted(f"{g or 'core'}/{r}" for g, r in resources))
         raise BadReview(
             f"this route reviews {wanted} only, got resource {resource.get('resource')!r}"

@@ -194,3 +194,12 @@ def test_every_pod_decision_carries_audit_annotations_and_the_run_as_record(http
     notes = reply["response"]["auditAnnotations"]
     assert notes["decision"] == "refused" and notes["mode"] == "enforce"
     assert '"outcome":"root"' in notes["containers"]
+
+
+@pytest.mark.parametrize("resource", [["deployments"], {"r": 1}, None, 7])
+def test_a_resource_of_the_wrong_type_is_a_400_on_both_routes(http, webhook, resource):
+    document = workload_review("Deployment", "apps", "deployments", deployment("x", ("a", "b")))
+    document["request"]["resource"]["resource"] = resource
+    for route in ("/warn/workloads", "/mutate/enforce"):
+        status, reply = post(http, f"{webhook.url}{route}", document)
+        assert status == 400 and "only, got resource" in reply["error"]
