@@ -1,21 +1,22 @@
 """Per-container findings: what the policy decided, with the facts behind it. Pure.
 
 Warnings at apply time, ``mutator review``, the audit annotations and
-``mutator report`` all need more than :class:`~mutator.policy.Decision` gives
-(the outcome per container name): the image's USER, digest, uid/gid and the
-numeric ``USER`` line that would fix the Dockerfile. This adapter joins the
-decision with what the resolver returned, so the policy stays the only place
-that decides.
+``mutator report`` need the policy's findings (outcome, short reason, USER,
+uid/gid, the numeric Dockerfile line) together with what only the resolver
+knows: the image digest and the layer that defined the user, and the
+effective ``runAsUser`` the manifest already sets. This adapter joins them, so
+the policy stays the only place that decides.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mutator import policy
 from mutator.admission import Container, Target
-from mutator.images import ImageFailure, ImageUser, Resolution
+from mutator.images import ImageUser, Resolution
 from mutator.policy import Decision
 
 PROBLEMS = ("root", "unresolvable", "unavailable")
@@ -68,53 +69,43 @@ def effective(container: Container, pod_sc: Mapping[str, Any] | None, key: str) 
     return own if own is not None else (pod_sc or {}).get(key)
 
 
-def numeric_line(uid: int, gid: int | None) -> str:
-    return f"USER {uid}:{gid}" if gid is not None else f"USER {uid}"
-
-
 def collect(target: Target, resolutions: Mapping[str, Resolution], decision: Decision) -> list[Finding]:
-    """One finding per container of *target*, in order, for *decision* made on it."""
-    outcomes: Sequence[tuple[str, str]] = decision.outcomes
-    if len(outcomes) != len(target.containers):
+    """One finding per container of *target*, in order, for *decision* made on it.
+
+    The policy's own findings say what was decided and why (its short reason,
+    its numeric Dockerfile line); the resolutions add what an auditor also
+    needs: the digest that was read, and the layer that defined the user.
+    """
+    if len(decision.findings) != len(target.containers):
         raise AssertionError("the decision does not cover the target's containers")
-    return [
-        _finding(container, outcome, target.pod_security_context, resolutions)
-        for container, (_, outcome) in zip(target.containers, outcomes, strict=True)
-    ]
+    return [_finding(found, target.pod_security_context, resolutions) for found in decision.findings]
 
 
-def _finding(container: Container, outcome: str, pod_sc: Mapping[str, Any] | None,
+def _finding(found: policy.Finding, pod_sc: Mapping[str, Any] | None,
              resolutions: Mapping[str, Resolution]) -> Finding:
+    container = found.container
     run_as_user = effective(container, pod_sc, "runAsUser")
-    if run_as_user is not None:
-        if outcome == "root":
-            return Finding(container, outcome, "runAsUser: 0", run_as_user=run_as_user, fix=EXAMPLE_FIX)
-        return Finding(container, outcome, f"runAsUser {run_as_user} set", run_as_user=run_as_user)
-    found = resolutions.get(container.image) if container.image else None
-    if found is None:
-        return Finding(container, outcome, "no image" if not container.image else "not looked up")
-    if isinstance(found, ImageFailure):
-        return Finding(container, outcome, found.message)
-    facts = _facts(found)
-    if outcome == "patch":
-        assert found.uid is not None
-        return Finding(container, outcome, f"USER {found.user}", **facts,
-                       fix=numeric_line(found.uid, found.gid))
-    if outcome == "root":
-        detail = "no USER" if not found.user else (
-            f"USER {found.user}" if found.user.split(":")[0].isdigit()
-            else f"USER {found.user} is uid 0"
-        )
-        return Finding(container, outcome, detail, **facts, fix=EXAMPLE_FIX)
-    if outcome == "unresolvable":
-        return Finding(container, outcome, found.problem or f"USER {found.user}", **facts,
-                       fix=EXAMPLE_FIX)
-    return Finding(container, outcome, f"USER {found.user}", **facts)
-
-
-def _facts(image: ImageUser) -> dict[str, Any]:
-    return {
-        "user": image.user, "uid": image.uid, "gid": image.gid, "digest": image.digest,
+    resolved = resolutions.get(container.image) if container.image and run_as_user is None else None
+    image = resolved if isinstance(resolved, ImageUser) else None
+    if found.brief or found.detail:
+        detail = found.brief or found.detail
+    elif run_as_user is not None:
+        detail = f"runAsUser {run_as_user} set"
+    elif found.user is not None:
+        detail = f"USER {found.user}"
+    else:
+        detail = "no image" if not container.image else ""
+    # A root or unverifiable USER needs a new numeric one; an image that could not be read needs none.
+    needs_user = found.outcome == "root" or (found.outcome == "unresolvable" and found.user is not None)
+    fix = found.dockerfile or (EXAMPLE_FIX if needs_user else None)
+    return Finding(
+        container, found.outcome, detail,
+        user=image.user if image else found.user,
+        uid=image.uid if image else found.uid,
+        gid=image.gid if image else found.gid,
+        digest=image.digest if image else None,
         # The layer that defined the user, where the resolver reports it.
-        "user_layer": getattr(image, "user_layer", None),
-    }
+        user_layer=getattr(image, "user_layer", None),
+        run_as_user=run_as_user,
+        fix=fix,
+    )

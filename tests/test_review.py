@@ -66,7 +66,7 @@ def test_a_root_image_is_refused_with_exit_1_and_the_dockerfile_line(images, reg
     assert result.returncode == 1
     web, migrate = rows(result.stdout)
     assert web[4:] == ["refused", "0:0", "no USER; Dockerfile: USER 1000:1000"]
-    assert migrate[4:] == ["refused", "0:0", "USER toor is uid 0; Dockerfile: USER 1000:1000"]
+    assert migrate[4:] == ["refused", "0:0", "USER 'toor' is uid 0; Dockerfile: USER 1000:1000"]
     assert mutator("review", "--mode", "warn", "-", stdin=text, config=registry_config).returncode == 0
 
 

@@ -99,7 +99,7 @@ def test_every_workload_kind_is_read(http, webhook, images):
         obj["kind"] = kind
         (line,) = warned(http, webhook, workload_review(kind, group, resource, obj))["warnings"]
         assert line.startswith(f'{kind.lower()}/w: container "app" would be refused: runs as root')
-        assert "(USER toor is uid 0)" in line
+        assert "(USER 'toor' is uid 0)" in line
     (line,) = warned(http, webhook, workload_review(
         "CronJob", "batch", "cronjobs", cronjob("nightly", images["name-gid"])))["warnings"]
     assert line.startswith('cronjob/nightly: container "job" will run as uid 1000')
