@@ -188,6 +188,7 @@ def test_every_pod_decision_carries_audit_annotations_and_the_run_as_record(http
     assert set(record) == {"app", "init-setup"}  # the two named-user containers, not the numeric one
     assert record["init-setup"]["uid"] == 1001 and record["init-setup"]["user"] == "node"
     assert record["init-setup"]["digest"] == entries["init-setup"]["digest"]
+    assert record["init-setup"]["layer"].startswith("sha256:")  # the layer whose /etc/passwd named node
     # reinvoked with our own result: nothing more to patch, the record is left as it is
     again = json.loads(json.dumps(document))
     again["request"].update(uid="again", object=pod)

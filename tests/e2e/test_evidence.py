@@ -173,8 +173,10 @@ def test_audit_log_and_the_pod_annotation_explain_the_patch(setup, images):
                                          ("numeric", images["numeric"])))
     pod = setup.pod("enforce", "evidenced")
     record = json.loads(pod["metadata"]["annotations"][ANNOTATION])
+    # the layer is the one whose /etc/passwd defined node: the upper one, not the big base below it
+    assert resolved["user_layer"].startswith("sha256:")
     assert record == {"app": {"image": images["named-upper"], "digest": resolved["digest"], "user": "node",
-                              "uid": 1001, "gid": 1002}}
+                              "uid": 1001, "gid": 1002, "layer": resolved["user_layer"]}}
     assert pod["spec"]["containers"][0]["securityContext"]["runAsUser"] == 1001
 
     event = audit_event(setup.kube, setup.namespaces["enforce"], "evidenced")
