@@ -22,6 +22,8 @@ API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
 MAX_BODY_BYTES = 3 * 1024 * 1024  # the API server's own limit on a request body
 MAX_WARNING_CHARS = 120  # longer warnings are truncated by the API server anyway
+# (group, resource) pairs a route accepts; the pod routes accept nothing else.
+PODS: frozenset[tuple[str, str]] = frozenset({("", "pods")})
 
 ContainerKind = Literal["initContainers", "containers", "ephemeralContainers"]
 
@@ -59,6 +61,7 @@ class StatusDoc(TypedDict):
 class AdmissionResponseDoc(TypedDict):
     uid: str
     allowed: bool
+    auditAnnotations: NotRequired[dict[str, str]]
     patchType: NotRequired[Literal["JSONPatch"]]
     patch: NotRequired[str]
     warnings: NotRequired[list[str]]
@@ -112,7 +115,7 @@ class Target:
     containers: tuple[Container, ...]
 
 
-def decode(body: bytes | str) -> Review:
+def decode(body: bytes | str, *, resources: frozenset[tuple[str, str]] = PODS) -> Review:
     """Parse and validate an AdmissionReview body; raises :class:`BadReview`."""
     if len(body) > MAX_BODY_BYTES:
         raise BadReview(f"request body is larger than {MAX_BODY_BYTES} bytes")
@@ -124,10 +127,11 @@ def decode(body: bytes | str) -> Review:
         raise BadReview(f"request body is not valid JSON: {exc}") from None
     except RecursionError:  # thousands of nested arrays: the parser's stack, not ours to grow
         raise BadReview("request body is nested too deeply to be an AdmissionReview") from None
-    return validate(document)
+    return validate(document, resources=resources)
 
 
-def validate(document: Any) -> Review:
+def validate(document: Any, *, resources: frozenset[tuple[str, str]] = PODS) -> Review:
+    """Check the envelope, and that the resource is one *resources* names (else a 400)."""
     if not isinstance(document, dict):
         raise BadReview("an AdmissionReview must be a JSON object")
     if document.get("kind") != KIND or document.get("apiVersion") != API_VERSION:
@@ -146,9 +150,11 @@ def validate(document: Any) -> Review:
     resource = request.get("resource")
     if not isinstance(kind, dict) or not isinstance(resource, dict):
         raise BadReview("request.kind and request.resource must be objects")
-    if resource.get("group", "") != "" or resource.get("resource") != "pods":
+    asked = (resource.get("group", ""), resource.get("resource"))
+    if not all(isinstance(part, str) for part in asked) or asked not in resources:  # a list is unhashable
+        wanted = ", ".join(sorted(f"{g or 'core'}/{r}" for g, r in resources))
         raise BadReview(
-            f"this webhook reviews core/v1 pods only, got resource {resource.get('resource')!r}"
+            f"this route reviews {wanted} only, got resource {resource.get('resource')!r}"
             f" in group {resource.get('group')!r}: check the webhook's rules"
         )
     obj, old = request.get("object"), request.get("oldObject")
@@ -162,7 +168,7 @@ def validate(document: Any) -> Review:
         uid=uid,
         operation=operation,
         kind=_string(kind, "kind", required=True),
-        resource="pods",
+        resource=str(resource.get("resource")),
         sub_resource=_string(request, "subResource"),
         namespace=_string(request, "namespace"),
         name=_string(request, "name") or _generate_name(obj),
@@ -201,13 +207,7 @@ def target(review: Review) -> Target | None:
     if review.operation == "CREATE" and not review.sub_resource:
         if review.kind != "Pod":
             raise BadReview(f"a pod CREATE must carry a Pod, got kind {review.kind!r}")
-        spec = _pod_spec(obj)
-        if _is_windows(spec):
-            return None
-        found: list[Container] = []
-        for kind in ("initContainers", "containers", "ephemeralContainers"):
-            found.extend(_containers(spec, kind, "/spec"))
-        return Target(pod_security_context=_security_context(spec, "spec"), containers=tuple(found))
+        return pod_target(_pod_spec(obj), "/spec")
 
     if review.operation == "UPDATE" and review.sub_resource == "ephemeralcontainers":
         if review.kind == "Pod":  # newer API servers send the whole Pod
@@ -225,6 +225,21 @@ def target(review: Review) -> Target | None:
             return Target(pod_security_context=None, containers=tuple(new))
         raise BadReview(f"unexpected kind {review.kind!r} for pods/ephemeralcontainers")
     return None
+
+
+def pod_target(spec: Mapping[str, Any], prefix: str) -> Target | None:
+    """Every container of the pod *spec* found at JSON pointer *prefix*; ``None`` for Windows pods.
+
+    Shared with the workload path, where the spec sits in a template
+    (``/spec/template/spec``, ``/spec/jobTemplate/spec/template/spec``).
+    """
+    if _is_windows(spec):
+        return None
+    found: list[Container] = []
+    for kind in ("initContainers", "containers", "ephemeralContainers"):
+        found.extend(_containers(spec, kind, prefix))
+    where = prefix.strip("/").replace("/", ".")
+    return Target(pod_security_context=_security_context(spec, where), containers=tuple(found))
 
 
 def _pod_spec(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -306,9 +321,12 @@ def respond(
     warnings: Sequence[str] = (),
     code: int = 403,
     message: str = "",
+    audit_annotations: Mapping[str, str] | None = None,
 ) -> AdmissionReviewDoc:
     """Build the response document; the patch is base64 JSON as the API server wants it."""
     response: AdmissionResponseDoc = {"uid": review_uid, "allowed": allowed}
+    if audit_annotations:
+        response["auditAnnotations"] = dict(audit_annotations)
     if patch and allowed:
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(orjson.dumps(list(patch))).decode()

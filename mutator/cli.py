@@ -1,4 +1,4 @@
-"""``mutator serve | review | resolve``."""
+"""``mutator serve | review | report | resolve``."""
 
 from __future__ import annotations
 
@@ -15,28 +15,24 @@ import ssl
 import sys
 import tempfile
 import traceback
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
-import aiohttp
-import yaml
-
-from mutator import __version__, admission, server, tls, webhook
+from mutator import __version__, report, review, server, tls
 from mutator import config as config_module
 from mutator.config import Config, Platform
-from mutator.errors import BadReview, ConfigError
+from mutator.errors import ConfigError
 from mutator.images import ImageUser
-from mutator.policy import Mode
-from mutator.registry.client import RegistryClient
 from mutator.registry.credentials import CredentialSources
 from mutator.resolver import Resolver
+from mutator.session import with_resolver
 
 T = TypeVar("T")
 DOCKER_CONFIG_HELP = ("Docker config.json with registry credentials "
                       "(default: the config file's docker_config, else $DOCKER_CONFIG/config.json)")
 # Exit codes, documented in --help and the README. 2 is also argparse's own code for a usage error.
 EXIT_OK = 0  # allowed / all images resolved / served until SIGTERM
-EXIT_REFUSED = 1  # review: the pod would be refused; resolve: an image did not resolve
+EXIT_REFUSED = 1  # review: something would be refused; resolve: an image did not resolve
 EXIT_BAD_INPUT = 2  # bad flags, config, certificate files or input document
 EXIT_CANNOT_SERVE = 3  # serve: the address cannot be listened on (in use, not ours, no permission)
 EXIT_INTERNAL = 70  # a bug: one line on stderr, the traceback with -v (sysexits' EX_SOFTWARE)
@@ -45,8 +41,9 @@ EXIT_INTERRUPTED = 130  # Ctrl-C
 EXIT_CODES = """\
 exit codes:
   0   allowed, resolved, or served until SIGTERM
-  1   review: the pod would be refused; resolve: an image did not resolve
-  2   bad flags, configuration, certificate files or input
+  1   review: something would be refused; report: something runs as root;
+      resolve: an image did not resolve
+  2   bad flags, configuration, certificate files or input; report: the cluster cannot be read
   3   serve: cannot listen on the address (in use, not local, no permission)
   70  internal error (one line; -v prints the traceback)
   130 interrupted"""
@@ -98,13 +95,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--dev", action="store_true",
                        help="make a self-signed certificate for localhost at start (removed at exit)")
 
-    review = _command(commands, "review",
-                      "decide on an AdmissionReview or a bare Pod (JSON or YAML), offline")
-    review.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.ENFORCE.value,
-                        help="the namespace mode to decide as (default: %(default)s)")
-    review.add_argument("--config", help="YAML config file (default: $MUTATOR_CONFIG)")
-    review.add_argument("--docker-config", metavar="PATH", help=DOCKER_CONFIG_HELP)
-    review.add_argument("file", help="path, or - for standard input")
+    review_parser = _command(commands, "review",
+                             "what the cluster would do to manifests (any kind that makes Pods) or "
+                             "an AdmissionReview, offline")
+    review.add_arguments(review_parser)
+    review_parser.add_argument("--docker-config", metavar="PATH", help=DOCKER_CONFIG_HELP)
+
+    report_parser = _command(commands, "report",
+                             "every Pod (or workload) of a cluster with its user and a verdict")
+    report.add_arguments(report_parser)
+    report_parser.add_argument("--docker-config", metavar="PATH", help=DOCKER_CONFIG_HELP)
 
     resolve = _command(commands, "resolve", "print the uid/gid each image runs as")
     resolve.add_argument("--config", help="YAML config file (default: $MUTATOR_CONFIG)")
@@ -122,13 +122,6 @@ def _docker_config(args: argparse.Namespace, config: Config) -> str | None:
     directory = os.environ.get("DOCKER_CONFIG")
     default = os.path.join(directory, "config.json") if directory else ""
     return default if default and os.path.isfile(default) else None
-
-
-async def _with_resolver(config: Config, work: Callable[[Resolver], Awaitable[T]], *,
-                         credentials: CredentialSources) -> T:
-    async with aiohttp.ClientSession() as session:
-        client = RegistryClient(session=session, registries=config.registry)
-        return await work(Resolver(client=client, config=config, credentials=credentials))
 
 
 _LISTEN_ERRORS = (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL, errno.EPERM)
@@ -197,47 +190,13 @@ def _run_fast(main: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(main)
 
 
-def _load_review(path: str) -> admission.Review:
-    if path == "-":
-        text = sys.stdin.read()
-    else:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    document = yaml.safe_load(text)
-    if isinstance(document, dict) and document.get("kind") == "Pod":
-        return admission.validate(admission.review_for_pod(document))
-    if isinstance(document, dict) and document.get("kind") == admission.KIND:
-        return admission.validate(document)
-    raise BadReview("expected an AdmissionReview or a Pod")
-
-
-def _review(args: argparse.Namespace, config: Config) -> int:
-    try:
-        review = _load_review(args.file)
-    except (OSError, yaml.YAMLError, BadReview) as exc:
-        print(f"mutator review: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-
-    async def run(resolver: Resolver) -> webhook.Outcome:
-        deadline = webhook.deadline_for(config.default_admission_timeout_seconds)
-        return await webhook.handle(review, mode=Mode(args.mode), resolver=resolver, deadline=deadline)
-
-    try:
-        outcome = asyncio.run(_with_resolver(config, run, credentials=args.credentials))
-    except BadReview as exc:
-        print(f"mutator review: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    print(json.dumps(outcome.response, indent=2))
-    return EXIT_OK if outcome.response["response"]["allowed"] else EXIT_REFUSED
-
-
 def _resolve(args: argparse.Namespace, config: Config) -> int:
     async def run(resolver: Resolver) -> list[Any]:
         return await asyncio.gather(
             *(resolver.lookup(image, platform=args.platform) for image in args.images)
         )
 
-    results = asyncio.run(_with_resolver(config, run, credentials=args.credentials))
+    results = asyncio.run(with_resolver(config, run, credentials=args.credentials))
     for result in results:
         print(json.dumps(result.as_json()))
     resolved = all(isinstance(r, ImageUser) and r.uid is not None for r in results)
@@ -262,7 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"mutator: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        command = {"serve": _serve, "review": _review, "resolve": _resolve}[args.command]
+        commands = {"serve": _serve, "review": review.run, "report": report.run, "resolve": _resolve}
+        command = commands[args.command]
         return command(args, config)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

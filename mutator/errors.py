@@ -107,3 +107,11 @@ class KubeError(MutatorError):
     def __init__(self, message: str, *, status: int | None = None):
         super().__init__(message)
         self.status = status
+
+
+class BadInput(MutatorError):
+    """A file or stream given to a command cannot be read as manifests: not UTF-8, too large, not YAML."""
+
+
+class ClusterUnreachable(MutatorError):
+    """``mutator report`` could not load a kubeconfig or read from the API server."""

@@ -25,7 +25,8 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mutator import admission, loopstats, metrics, warmup, webhook
+from mutator import admission, loopstats, metrics, warmup, webhook, workload_warnings, workloads
+from mutator.admission import Review
 from mutator.config import Config
 from mutator.errors import BadReview
 from mutator.kube import pullsecrets
@@ -111,30 +112,9 @@ async def mutate(request: web.Request) -> web.Response:
         timeout = config.default_admission_timeout_seconds
     deadline = webhook.deadline_for(min(timeout, MAX_ADMISSION_TIMEOUT), loop=request.app[LOOP])
 
-    if request.content_type not in _JSON_TYPES:
-        return _bad_request(f"Content-Type {request.content_type!r} is not JSON: send application/json",
-                            mode)
-    if (request.content_length or 0) > admission.MAX_BODY_BYTES:
-        return _bad_request(f"request body is larger than {admission.MAX_BODY_BYTES} bytes", mode)
-    try:
-        body = await request.read()  # a gzip/deflate body is inflated; the bound counts inflated bytes
-    except web.HTTPRequestEntityTooLarge:
-        return _bad_request(f"request body is larger than {admission.MAX_BODY_BYTES} bytes", mode)
-    except (RequestPayloadError, ConnectionResetError) as exc:  # corrupt gzip/deflate, or cut short
-        cause = exc.__cause__ or exc
-        reason = " ".join(str(getattr(cause, "message", None) or cause).split())
-        # The stream is unusable: mark it ended so that aiohttp does not drain it again, and close.
-        request.content.feed_eof()
-        response = _bad_request(f"request body could not be read: {reason}", mode)
-        response.force_close()
-        return response
-    try:
-        review = admission.decode(body)
-    except BadReview as exc:
-        return _bad_request(str(exc), mode)
-    except Exception:  # a bug: logged in full, never a 500 with a traceback
-        log.exception("internal error reading a review on %s", request.path)
-        return _bad_request("request could not be read (internal error, logged)", mode)
+    review = await _read_review(request, mode, resources=admission.PODS)
+    if isinstance(review, web.Response):
+        return review
     try:
         outcome = await webhook.handle(review, mode=mode, resolver=request.app[RESOLVER], deadline=deadline)
     except BadReview as exc:
@@ -151,6 +131,61 @@ async def mutate(request: web.Request) -> web.Response:
     seconds.observe(elapsed)
     _log_outcome(review, outcome, mode, elapsed)
     return web.Response(body=body, content_type="application/json")
+
+
+async def _read_review(request: web.Request, label: str, *,
+                       resources: frozenset[tuple[str, str]]) -> Review | web.Response:
+    """The validated review in the request, or the 400 that answers it (counted under *label*)."""
+    if request.content_type not in _JSON_TYPES:
+        return _bad_request(f"Content-Type {request.content_type!r} is not JSON: send application/json",
+                            label)
+    if (request.content_length or 0) > admission.MAX_BODY_BYTES:
+        return _bad_request(f"request body is larger than {admission.MAX_BODY_BYTES} bytes", label)
+    try:
+        body = await request.read()  # a gzip/deflate body is inflated; the bound counts inflated bytes
+    except web.HTTPRequestEntityTooLarge:
+        return _bad_request(f"request body is larger than {admission.MAX_BODY_BYTES} bytes", label)
+    except (RequestPayloadError, ConnectionResetError) as exc:  # corrupt gzip/deflate, or cut short
+        cause = exc.__cause__ or exc
+        reason = " ".join(str(getattr(cause, "message", None) or cause).split())
+        # The stream is unusable: mark it ended so that aiohttp does not drain it again, and close.
+        request.content.feed_eof()
+        response = _bad_request(f"request body could not be read: {reason}", label)
+        response.force_close()
+        return response
+    try:
+        return admission.decode(body, resources=resources)
+    except BadReview as exc:
+        return _bad_request(str(exc), label)
+    except Exception:  # a bug: logged in full, never a 500 with a traceback
+        log.exception("internal error reading a review on %s", request.path)
+        return _bad_request("request could not be read (internal error, logged)", label)
+
+
+async def warn_workloads(request: web.Request) -> web.Response:
+    """Warnings only, for workloads: see :mod:`mutator.workload_warnings`."""
+    mode = _MODES.get(request.match_info.get("mode", Mode.ENFORCE.value))
+    if mode is None:
+        raise web.HTTPNotFound(text="modes are enforce, warn and audit")
+    label = f"workloads-{mode}"
+    timeout = _query_timeout(request.rel_url.raw_query_string)
+    if timeout is None:
+        timeout = request.app[CONFIG].default_admission_timeout_seconds
+    deadline = webhook.deadline_for(min(timeout, workload_warnings.BUDGET_SECONDS), loop=request.app[LOOP])
+    review = await _read_review(request, label, resources=workloads.RESOURCES)
+    if isinstance(review, web.Response):
+        return review
+    try:
+        response = await workload_warnings.handle(
+            review, mode=mode, resolver=request.app[RESOLVER], deadline=deadline)
+    except BadReview as exc:
+        return _bad_request(str(exc), label)
+    except Exception:  # a bug: logged; warnings fail open, as their webhook does
+        log.exception("internal error warning on review uid=%s", review.uid)
+        metrics.ADMISSIONS.labels(label, "error").inc()
+        return web.json_response(admission.respond(review.uid, allowed=True))
+    metrics.ADMISSIONS.labels(label, "allowed").inc()
+    return web.Response(body=orjson.dumps(response), content_type="application/json")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -177,6 +212,8 @@ def make_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=admission.MAX_BODY_BYTES + 1)
     app[CONFIG] = config
     app.router.add_post("/mutate/{mode}", mutate)
+    app.router.add_post("/warn/workloads", warn_workloads)
+    app.router.add_post("/warn/workloads/{mode}", warn_workloads)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)

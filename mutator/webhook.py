@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mutator import admission, metrics, policy
+from mutator import admission, evidence, findings, metrics, policy
 from mutator.admission import AdmissionReviewDoc, Review
 from mutator.policy import Decision, Mode
 from mutator.registry.credentials import PullContext
@@ -42,19 +42,28 @@ async def handle(review: Review, *, mode: Mode, resolver: Resolver, deadline: fl
     """
     target = admission.target(review)
     if target is None or not target.containers:
-        return Outcome(review, None, admission.respond(review.uid, allowed=True))
+        notes = evidence.audit_annotations([], mode=mode.value, result="untouched")
+        return Outcome(review, None, admission.respond(review.uid, allowed=True, audit_annotations=notes))
     images = policy.images_to_resolve(target)
     pull = pull_context(review)
     resolutions = await resolver.resolve(images, deadline=deadline, pull=pull) if images else {}
     decision = policy.decide(target, resolutions, mode)
     for _, outcome in decision.outcomes:
         _container_counter(mode, outcome).inc()
+    found = findings.collect(target, resolutions, decision)
+    patch = list(decision.patch)
+    if patch and review.operation == "CREATE" and not review.sub_resource:
+        # Only a Pod CREATE stores metadata we may add to; subresource updates ignore it.
+        metadata = (review.object or {}).get("metadata")
+        patch += evidence.annotation_ops(metadata, [f for f in found if f.outcome == "patch"])
+    result = "refused" if not decision.allowed else "patched" if patch else "allowed"
     response = admission.respond(
         review.uid,
         allowed=decision.allowed,
-        patch=decision.patch,
+        patch=patch,
         warnings=decision.warnings,
         message=decision.message,
+        audit_annotations=evidence.audit_annotations(found, mode=mode.value, result=result),
     )
     return Outcome(review, decision, response)
 

@@ -57,20 +57,22 @@ def test_review_of_an_admission_review_file(images, registry_config, tmp_path):
     assert result.returncode == 0, result.stderr
     response = json.loads(result.stdout)["response"]
     ops = json.loads(base64.b64decode(response["patch"]))
-    assert ops == [{"op": "add", "path": "/spec/containers/0/securityContext",
-                    "value": {"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": True}}]
+    assert ops[0] == {"op": "add", "path": "/spec/containers/0/securityContext",
+                      "value": {"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": True}}
+    assert [op["path"] for op in ops[1:]] == ["/metadata/annotations"]  # the Pod had none
 
 
 def test_review_of_a_bare_pod_yaml_on_stdin(images, registry_config):
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
            "spec": {"containers": [{"name": "web", "image": images["no-user"]}]}}
     text = yaml.safe_dump(pod)
-    refused = mutator("review", "-", stdin=text, config=registry_config)
+    refused = mutator("review", "-o", "json", "-", stdin=text, config=registry_config)
     assert refused.returncode == 1
-    assert "would run as root" in json.loads(refused.stdout)["response"]["status"]["message"]
-    warned = mutator("review", "--mode", "warn", "-", stdin=text, config=registry_config)
+    (container,) = json.loads(refused.stdout)["workloads"][0]["containers"]
+    assert (container["verdict"], container["detail"]) == ("refused", "no USER")
+    warned = mutator("review", "--mode", "warn", "-o", "json", "-", stdin=text, config=registry_config)
     assert warned.returncode == 0
-    assert "runs as root" in json.loads(warned.stdout)["response"]["warnings"][0]
+    assert json.loads(warned.stdout)["workloads"][0]["containers"][0]["verdict"] == "warned"
 
 
 @pytest.mark.parametrize("text", ["{not yaml: [", "kind: Deployment\n", "- a\n"])

@@ -17,21 +17,15 @@ import pytest
 import urllib3
 
 from tests.support.fixtures import review, with_images
-from tests.support.webhook import WebhookProcess
+from tests.support.webhook import WebhookProcess, serving
 
 pytestmark = pytest.mark.registry
 
 
 @pytest.fixture(scope="module")
 def webhook(registry, silent_registry, tmp_path_factory) -> Iterator[WebhookProcess]:
-    config = tmp_path_factory.mktemp("webhook") / "config.yaml"
-    config.write_text(
-        f'registries:\n  "{registry.host}": {{plain_http: true}}\n'
-        f'  "{silent_registry}": {{plain_http: true}}\n'
-    )
-    process = WebhookProcess(config=str(config)).start()
-    yield process
-    assert process.stop() == 0
+    with serving(tmp_path_factory.mktemp("webhook"), registry.host, silent_registry) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +136,8 @@ def test_dry_run_is_decided_like_a_real_create(http, webhook, images):
 
 def test_label_update_is_allowed_untouched(http, webhook):
     response = answer(http, webhook, "enforce", review("pod-update-labels"))
-    assert response == {"uid": review("pod-update-labels")["request"]["uid"], "allowed": True}
+    assert response == {"uid": review("pod-update-labels")["request"]["uid"], "allowed": True,
+                        "auditAnnotations": {"mode": "enforce", "decision": "untouched", "containers": "[]"}}
 
 
 def test_v120_ephemeral_container_is_patched_where_it_sits(http, webhook, images):

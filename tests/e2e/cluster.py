@@ -37,6 +37,13 @@ ADMISSION_PLUGINS = "NamespaceLifecycle,ServiceAccount,MutatingAdmissionWebhook,
 # and garbagecollector make deletion finish, replicaset and deployment turn Deployments into Pods.
 CONTROLLERS = "serviceaccount,serviceaccount-token,namespace,garbagecollector,replicaset,deployment"
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/12"  # a config value only: nothing routes to it
+# Metadata-level events for Pods only: enough to read webhooks' auditAnnotations back, and small.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata", "resources": [{"group": "", "resources": ["pods"]}]}, {"level": "None"}],
+}
 KUBECTL_TIMEOUT = 60.0
 LOG_TAIL_LINES = 40
 
@@ -138,6 +145,7 @@ class KubeCluster:
         self.kubeconfig: Path | None = None
         self.ca_file: Path | None = None
         self.token = ""
+        self.audit_log: Path | None = None  # the API server's audit log (JSON lines), Pods only
         self.startup_seconds: float | None = None
         self._procs: list[_Process] = []
         self._ssl: ssl.SSLContext | None = None
@@ -221,6 +229,9 @@ class KubeCluster:
         self.server = f"https://127.0.0.1:{api_port}"
         self.kubeconfig = workdir / "kubeconfig"
         self._write_kubeconfig(self.kubeconfig)
+        audit_policy = workdir / "audit-policy.json"  # JSON is YAML
+        audit_policy.write_text(json.dumps(AUDIT_POLICY))
+        self.audit_log = workdir / "audit.log"
 
         self._spawn(
             "etcd",
@@ -261,6 +272,8 @@ class KubeCluster:
                 "--service-account-issuer=https://kubernetes.default.svc",
                 f"--enable-admission-plugins={ADMISSION_PLUGINS}",
                 "--profiling=false",
+                f"--audit-policy-file={audit_policy}",
+                f"--audit-log-path={self.audit_log}",
                 *self.apiserver_args,
             ],
         )

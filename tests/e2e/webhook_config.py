@@ -21,6 +21,15 @@ FAILURE_POLICY = {"enforce": "Fail", "warn": "Ignore", "audit": "Ignore"}
 NEVER = ("kube-system",)
 
 
+def namespace_selector(mode: str) -> dict[str, Any]:
+    """The namespaces labelled *mode*, never those in NEVER."""
+    return {"matchExpressions": [
+        {"key": LABEL, "operator": "In", "values": [mode]},
+        # set automatically from Kubernetes 1.21 on; absent (so matching) before
+        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": list(NEVER)},
+    ]}
+
+
 def mutating_webhook_configuration(
     *,
     base_url: str,
@@ -41,11 +50,7 @@ def mutating_webhook_configuration(
             "reinvocationPolicy": "IfNeeded",
             "matchPolicy": "Equivalent",
             "clientConfig": {"url": f"{base_url}/mutate/{mode}", "caBundle": ca_bundle},
-            "namespaceSelector": {"matchExpressions": [
-                {"key": LABEL, "operator": "In", "values": [mode]},
-                # set automatically from Kubernetes 1.21 on; absent (so matching) before
-                {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": list(NEVER)},
-            ]},
+            "namespaceSelector": namespace_selector(mode),
             "rules": [
                 {"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
                  "resources": ["pods"], "scope": "Namespaced"},
@@ -56,6 +61,39 @@ def mutating_webhook_configuration(
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": webhooks,
+    }
+
+
+# Apply-time warnings on workloads: a *validating* webhook (it never patches, and so sees the object as it
+# will be stored, after every mutation), failing open with a short timeout: an apply is never blocked.
+WORKLOAD_RULES = (
+    {"apiGroups": ["apps"], "apiVersions": ["v1"],
+     "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"]},
+    # CronJobs are batch/v1beta1 before Kubernetes 1.21
+    {"apiGroups": ["batch"], "apiVersions": ["v1", "v1beta1"], "resources": ["jobs", "cronjobs"]},
+)
+
+
+def workload_warning_configuration(*, base_url: str, ca_pem: bytes, name: str = "nonroot-mutator-workloads",
+                                   timeout_seconds: int = 3) -> dict[str, Any]:
+    ca_bundle = base64.b64encode(ca_pem).decode()
+    webhooks = [{
+        "name": f"workloads-{mode}.nonroot-mutator.dev",
+        "admissionReviewVersions": ["v1"],
+        "sideEffects": "None",
+        "timeoutSeconds": timeout_seconds,
+        "failurePolicy": "Ignore",
+        "matchPolicy": "Equivalent",
+        "clientConfig": {"url": f"{base_url}/warn/workloads/{mode}", "caBundle": ca_bundle},
+        "namespaceSelector": namespace_selector(mode),
+        "rules": [{"operations": ["CREATE", "UPDATE"], "scope": "Namespaced", **rule}
+                  for rule in WORKLOAD_RULES],
+    } for mode in MODES]
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": name},
         "webhooks": webhooks,
     }

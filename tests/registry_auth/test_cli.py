@@ -111,8 +111,7 @@ def test_review_reads_a_pod_with_the_docker_config(files, token_registry, tmp_pa
     pod.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
                                    "spec": {"containers": [{"name": "c", "image": token_registry.private}]}}))
     result = mutator("review", "--config", str(config), "--docker-config", str(docker / "config.json"),
-                     str(pod))
+                     "-o", "json", str(pod))
     assert result.returncode == 0, result.stdout + result.stderr
-    patch = json.loads(base64.b64decode(json.loads(result.stdout)["response"]["patch"]))
-    (context,) = [op["value"] for op in patch if op["path"] == "/spec/containers/0/securityContext"]
-    assert (context["runAsUser"], context["runAsGroup"]) == (1202, 1202), patch
+    (container,) = json.loads(result.stdout)["workloads"][0]["containers"]
+    assert (container["verdict"], container["uid"], container["gid"]) == ("patch", 1202, 1202), container

@@ -40,8 +40,9 @@ CONNECTION_FAULTS = {"hang", "tls_eof"}
 class Fault:
     """What to do to matching requests; ``times=None`` means until cleared."""
 
-    kind: str  # hang | tls_eof | status | reset | trickle | redirect | redirect_loop
+    kind: str  # hang | tls_eof | status | reset | trickle | redirect | redirect_loop | slow
     status: int = 503
+    seconds: float = 1.0  # slow: how long the answer waits before it is forwarded
     retry_after: str | None = None
     times: int | None = None
     match: str = ""  # a substring of the request path ("/manifests/", "/blobs/"); "" is every request
@@ -217,6 +218,9 @@ class FaultProxy:
             raise web.HTTPTemporaryRedirect(f"{scheme}://127.0.0.1:{self.other_port}{request.path_qs}")
         if fault is not None and fault.kind == "redirect_loop":
             raise web.HTTPTemporaryRedirect(f"{scheme}://{self.host}{request.path_qs}")
+        if fault is not None and fault.kind == "slow":  # a registry that answers, late
+            await asyncio.sleep(fault.seconds)
+            fault = None
         status, headers, body = await self._forward(request)
         if fault is None or status != 200 or request.method == "HEAD":
             return web.Response(status=status, headers=headers, body=body)

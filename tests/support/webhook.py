@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -12,6 +13,7 @@ import sys
 import tempfile
 import threading
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import urllib3
@@ -101,3 +103,14 @@ class WebhookProcess:
             return self._process.wait()
         finally:
             self._stderr.close()
+
+
+@contextlib.contextmanager
+def serving(directory: Path, *plain_http_hosts: str) -> Iterator[WebhookProcess]:
+    """A webhook that reaches *plain_http_hosts* (loopback registries) over plain HTTP; must exit 0."""
+    config = directory / "config.yaml"
+    config.write_text("registries:\n" + "".join(f'  "{h}": {{plain_http: true}}\n' for h in plain_http_hosts))
+    process = WebhookProcess(config=str(config)).start()
+    yield process
+    assert process.stop() == 0
+

@@ -1,0 +1,213 @@
+"""``mutator report``: every Pod (or workload) of a cluster as an auditor needs to see it.
+
+Reads the cluster through kubernetes-asyncio (kubeconfig, ``--context`` or in
+cluster), resolves every image with the same resolver and config as the
+server, and gives each container a verdict:
+
+- ``fine``: a numeric non-root user, set in the manifest or by the image;
+- ``patched``: its ``runAsUser`` was set by us (the Pod's ``run-as`` annotation says so);
+- ``named-user``: the image names its user and nothing set a number: it would fail ``runAsNonRoot``;
+- ``root``: it runs as root;
+- ``unresolvable``: the image or its user could not be read.
+
+Exits 1 when anything runs as root, so it can gate a pipeline; 2 when the
+cluster cannot be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
+
+from kubernetes_asyncio import client as kube_client
+from kubernetes_asyncio import config as kube_config
+from kubernetes_asyncio.config import ConfigException
+
+from mutator import report_render, workloads
+from mutator.config import Config
+from mutator.errors import BadReview, ClusterUnreachable
+from mutator.images import Resolution
+from mutator.inventory import Scan, assess
+from mutator.resolver import Resolver
+from mutator.session import with_resolver
+
+LABEL = "nonroot-mutator/mode"
+# kind → list path (the namespace goes before the last segment); CronJob is batch/v1beta1 before 1.21
+KINDS: dict[str, tuple[str, ...]] = {
+    "Deployment": ("/apis/apps/v1/deployments",),
+    "StatefulSet": ("/apis/apps/v1/statefulsets",),
+    "DaemonSet": ("/apis/apps/v1/daemonsets",),
+    "ReplicaSet": ("/apis/apps/v1/replicasets",),
+    "ReplicationController": ("/api/v1/replicationcontrollers",),
+    "Job": ("/apis/batch/v1/jobs",),
+    "CronJob": ("/apis/batch/v1/cronjobs", "/apis/batch/v1beta1/cronjobs"),
+    "Pod": ("/api/v1/pods",),
+}
+PAGE = 500
+REQUEST_TIMEOUT_SECONDS = 60.0  # one page from the API server; a hung server must not hang a pipeline
+EXIT_OK, EXIT_ROOT, EXIT_ERROR = 0, 1, 2
+
+
+# --- reading the cluster ------------------------------------------------------------------------
+
+
+async def connect(*, kubeconfig: str | None, context: str | None,
+                  in_cluster: bool) -> tuple[kube_client.ApiClient, str]:
+    """An API client and the context's name (``in-cluster`` inside a Pod)."""
+    try:
+        if in_cluster:
+            configuration = kube_client.Configuration()
+            kube_config.load_incluster_config(client_configuration=configuration)
+            return kube_client.ApiClient(configuration), "in-cluster"
+        api = await kube_config.new_client_from_config(config_file=kubeconfig, context=context)
+        if context is None:
+            _, active = kube_config.list_kube_config_contexts(config_file=kubeconfig)
+            context = (active or {}).get("name", "")
+        return api, context or ""
+    except (ConfigException, OSError, TypeError, ValueError) as exc:
+        raise ClusterUnreachable(f"cannot load the cluster's configuration: {exc}") from None
+
+
+async def _get(api: kube_client.ApiClient, path: str, query: list[tuple[str, str]]) -> tuple[int, Any]:
+    try:
+        response = await api.call_api(path, "GET", query_params=query,
+                                      header_params={"Accept": "application/json"},
+                                      auth_settings=["BearerToken"], _preload_content=False,
+                                      _request_timeout=REQUEST_TIMEOUT_SECONDS)
+        async with response:
+            body = await response.read()
+            return response.status, json.loads(body) if body else None
+    except TimeoutError:
+        raise ClusterUnreachable(f"GET {path}: no answer within {REQUEST_TIMEOUT_SECONDS:g} s") from None
+    except (OSError, ValueError) as exc:
+        raise ClusterUnreachable(f"GET {path}: {exc}") from None
+
+
+async def list_objects(api: kube_client.ApiClient, path: str) -> list[dict[str, Any]] | None:
+    """Every item at *path*, page by page; ``None`` when the API server does not serve it (404)."""
+    items: list[dict[str, Any]] = []
+    token = ""
+    while True:
+        query = [("limit", str(PAGE))] + ([("continue", token)] if token else [])
+        status, body = await _get(api, path, query)
+        if status == 404:
+            return None
+        if status != 200 or not isinstance(body, dict):
+            message = body.get("message") if isinstance(body, dict) else body
+            raise ClusterUnreachable(f"GET {path}: HTTP {status}: {message}")
+        items.extend(i for i in body.get("items") or [] if isinstance(i, dict))
+        token = (body.get("metadata") or {}).get("continue") or ""
+        if not token:
+            return items
+
+
+def _namespaced(path: str, namespace: str | None) -> str:
+    if not namespace:
+        return path
+    head, _, resource = path.rpartition("/")
+    return f"{head}/namespaces/{namespace}/{resource}"
+
+
+async def collect(api: kube_client.ApiClient, *, by: str,
+                  namespaces: Sequence[str]) -> tuple[dict[str, str], list[tuple[str, dict[str, Any]]]]:
+    """The modes of the namespaces, and the (kind, object) pairs to report on."""
+    listed = await list_objects(api, "/api/v1/namespaces") or []
+    modes = {(n.get("metadata") or {}).get("name", ""): ((n.get("metadata") or {}).get("labels") or {})
+             .get(LABEL, "") for n in listed}
+    kinds = list(KINDS) if by == "workload" else ["Pod"]
+    found: list[tuple[str, dict[str, Any]]] = []
+    for kind in kinds:
+        for namespace in namespaces or [None]:
+            for path in KINDS[kind]:
+                items = await list_objects(api, _namespaced(path, namespace))
+                if items is not None:
+                    found.extend((kind, item) for item in items if by == "pod" or _top_level(item))
+                    break
+    return modes, found
+
+
+def _top_level(obj: Mapping[str, Any]) -> bool:
+    """With ``--by workload``, what a controller we also list made is reported through that controller."""
+    owners = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return not any(o.get("controller") and o.get("kind") in KINDS for o in owners if isinstance(o, dict))
+
+
+async def _resolve(resolver: Resolver, images: Sequence[str], *, deadline: float,
+                   progress: TextIO | None) -> dict[str, Resolution]:
+    results: dict[str, Resolution] = {}
+
+    async def one(image: str) -> None:
+        results.update(await resolver.resolve([image], deadline=deadline))
+        if progress is not None:
+            progress.write(f"\rresolving images: {len(results)}/{len(images)}")
+            progress.flush()
+
+    await asyncio.gather(*(one(image) for image in images))
+    if progress is not None and images:
+        progress.write("\n")
+    return results
+
+
+async def scan(api: kube_client.ApiClient, resolver: Resolver, *, scan_: Scan, namespaces: Sequence[str],
+               lookup_seconds: float, progress: TextIO | None) -> Scan:
+    modes, objects = await collect(api, by=scan_.by, namespaces=namespaces)
+    images = sorted({c.get("image") for kind, obj in objects for c in _all_containers(obj, kind)
+                     if isinstance(c.get("image"), str) and c.get("image")})
+    deadline = asyncio.get_running_loop().time() + lookup_seconds
+    resolutions = await _resolve(resolver, images, deadline=deadline, progress=progress)
+    for kind, obj in objects:
+        namespace = (obj.get("metadata") or {}).get("namespace", "")
+        try:
+            scan_.rows.extend(assess(obj, kind, mode=modes.get(namespace, ""), resolutions=resolutions))
+        except BadReview as exc:
+            name = (obj.get("metadata") or {}).get("name", "?")
+            scan_.skipped.append(f"{kind.lower()}/{name} in {namespace}: {exc}")
+    scan_.rows.sort(key=lambda r: (r.namespace, r.workload, r.container))
+    return scan_
+
+
+def _all_containers(obj: Mapping[str, Any], kind: str) -> list[dict[str, Any]]:
+    node: Any = obj
+    for key in workloads.SPEC_PATHS[kind]:
+        node = node.get(key) if isinstance(node, Mapping) else None
+    if not isinstance(node, Mapping):
+        return []
+    return [c for k in ("initContainers", "containers", "ephemeralContainers")
+            for c in (node.get(k) or []) if isinstance(c, dict)]
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config file (default: $MUTATOR_CONFIG)")
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")
+    parser.add_argument("--context", help="kubeconfig context (default: the current one)")
+    parser.add_argument("--in-cluster", action="store_true", help="use the Pod's service account")
+    parser.add_argument("-n", "--namespace", action="append", default=[], dest="namespaces",
+                        help="only this namespace (repeatable; default: all)")
+    parser.add_argument("--by", choices=("pod", "workload"), default="pod")
+    parser.add_argument("-o", "--output", choices=("table", "json", "markdown", "html"), default="table")
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    async def work(resolver: Resolver) -> Scan:
+        api, context = await connect(kubeconfig=args.kubeconfig, context=args.context,
+                                     in_cluster=args.in_cluster)
+        async with api:
+            progress = sys.stderr if sys.stderr.isatty() else None
+            return await scan(api, resolver, scan_=Scan(api.configuration.host, context, args.by),
+                              namespaces=args.namespaces, lookup_seconds=config.lookup_timeout_seconds + 1,
+                              progress=progress)
+
+    try:
+        result = asyncio.run(with_resolver(config, work, credentials=args.credentials))
+    except ClusterUnreachable as exc:
+        print(f"mutator report: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    sys.stdout.write(report_render.render(result, args.output))
+    return EXIT_ROOT if any(r.verdict == "root" for r in result.rows) else EXIT_OK
