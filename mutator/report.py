@@ -171,10 +171,8 @@ async def scan(api: kube_client.ApiClient, resolver: Resolver, *, scan_: Scan, n
 
 
 def _all_containers(obj: Mapping[str, Any], kind: str) -> list[dict[str, Any]]:
-    node: Any = obj
-    for key in workloads.SPEC_PATHS[kind]:
-        node = node.get(key) if isinstance(node, Mapping) else None
-    if not isinstance(node, Mapping):
+    node = workloads.pod_spec(obj, kind)
+    if node is None:
         return []
     return [c for k in ("initContainers", "containers", "ephemeralContainers")
             for c in (node.get(k) or []) if isinstance(c, dict)]

@@ -89,8 +89,16 @@ def pull_context(review: Review) -> PullContext:
     obj = review.object if isinstance(review.object, Mapping) else {}
     metadata = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
     namespace = review.namespace or _text(metadata.get("namespace"))
-    spec = obj.get("spec")
-    if review.kind != "Pod" or not isinstance(spec, Mapping):
+    return pod_pull_context(obj.get("spec") if review.kind == "Pod" else None, namespace=namespace)
+
+
+def pod_pull_context(spec: Any, *, namespace: str) -> PullContext:
+    """The pull credentials a pod spec names (a Pod's, or a workload's template), in *namespace*.
+
+    Shared by the Pod routes and the workload warnings, so that a Deployment is told
+    exactly what its Pods will meet: the same secrets, the same ServiceAccount.
+    """
+    if not isinstance(spec, Mapping):
         return PullContext(namespace=namespace, pull_secrets=(), service_account="")
     entries = spec.get("imagePullSecrets")
     names = tuple(dict.fromkeys(  # in order, once each

@@ -9,7 +9,7 @@ the cache, so the Pods that follow admit warm.
 
 from __future__ import annotations
 
-from mutator import admission, feedback, findings, policy, workloads
+from mutator import admission, feedback, findings, policy, webhook, workloads
 from mutator.admission import AdmissionReviewDoc, Review
 from mutator.policy import Mode
 from mutator.resolver import Resolver
@@ -25,7 +25,9 @@ async def handle(review: Review, *, mode: Mode, resolver: Resolver, deadline: fl
     if workload is None or target is None or not target.containers:
         return admission.respond(review.uid, allowed=True)
     images = policy.images_to_resolve(target)
-    resolutions = await resolver.resolve(images, deadline=deadline) if images else {}
+    pull = webhook.pod_pull_context(workloads.pod_spec(review.object or {}, workload.kind),
+                                    namespace=review.namespace or workload.namespace)
+    resolutions = await resolver.resolve(images, deadline=deadline, pull=pull) if images else {}
     decision = policy.decide(target, resolutions, mode)
     found = findings.collect(target, resolutions, decision)
     return admission.respond(review.uid, allowed=True,

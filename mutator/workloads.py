@@ -61,6 +61,14 @@ class Workload:
         return f"{self.kind.lower()}/{self.name or '?'}"
 
 
+def pod_spec(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    """The pod spec inside a manifest of *kind*, or ``None`` where the object lacks one."""
+    node: Any = obj
+    for key in SPEC_PATHS.get(kind, ()):
+        node = node.get(key) if isinstance(node, Mapping) else None
+    return node if isinstance(node, Mapping) else None
+
+
 def supported(kind: object) -> bool:
     return isinstance(kind, str) and kind in SPEC_PATHS
 

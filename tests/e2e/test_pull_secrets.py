@@ -263,3 +263,38 @@ async def test_informer_reads_real_secrets_and_service_accounts(kube, namespaces
 async def _until(predicate: Callable[[], bool], what: str) -> None:
     """wait_for in a thread, so that the informer goes on running on this loop meanwhile."""
     await asyncio.to_thread(wait_for, predicate, timeout=30, what=what, interval=0.05)
+
+
+def _workload_warnings(webhook: Registered, namespace: str, image: str, **pod_spec: Any) -> list[str]:
+    """POST a Deployment CREATE to the workload-warning route, as the API server would."""
+    name = unique("web")
+    template = {"metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": image}], **pod_spec}}
+    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": secrets.token_hex(8), "operation": "CREATE", "namespace": namespace, "name": name,
+        "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+        "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+        "object": {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+                   "spec": {"selector": {"matchLabels": {"app": name}}, "template": template}}}}
+    reply = webhook.webhook.https().request(
+        "POST", f"{webhook.webhook.url}/warn/workloads/enforce?timeout=10s", body=json.dumps(review),
+        headers={"Content-Type": "application/json"})
+    assert reply.status == 200, reply.data
+    response = json.loads(reply.data)["response"]
+    assert response["allowed"] is True and "patch" not in response
+    return response.get("warnings") or []
+
+
+def test_workload_warnings_use_the_templates_pull_secrets(webhook, namespaces, private):
+    # A Deployment is told what its Pods will meet: the template's own imagePullSecrets open the
+    # private image (cached by then), and the same template without them is told it would be refused.
+    kube, image = webhook.kube, private.images["shared"]
+    pod, stderr = create(kube, namespaces["own"], pod_manifest(
+        unique("warm"), ("app", image), imagePullSecrets=[{"name": "regcred"}]))
+    assert run_as(pod) == [1401], stderr
+
+    granted = _workload_warnings(webhook, namespaces["own"], image, imagePullSecrets=[{"name": "regcred"}])
+    assert any('container "app" will run as uid 1401' in w for w in granted), granted
+    refused = _workload_warnings(webhook, namespaces["none"], image)
+    assert refused and all("uid 1401" not in w for w in refused), refused
+    assert any("would be refused" in w for w in refused), refused
