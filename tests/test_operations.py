@@ -1,0 +1,223 @@
+"""``mutator serve`` as operators run it: certificate rotation, SIGTERM, JSON logs, the metrics port.
+
+Every test runs the real server process over real TLS against the loopback registry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import ssl
+import threading
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import urllib3
+from cryptography import x509
+
+from mutator.tls import self_signed
+from tests.support.fixtures import review, with_images
+from tests.support.net import wait_for
+from tests.support.webhook import WebhookProcess
+
+pytestmark = pytest.mark.registry
+
+PUBLIC = "docker.io/library/memcached:1.6"  # the image named by the captured review
+
+
+@pytest.fixture
+def config(registry, silent_registry, tmp_path) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(f'registries:\n  "{registry.host}": {{plain_http: true}}\n'
+                    f'  "{silent_registry}": {{plain_http: true}}\n')
+    return str(path)
+
+
+def start(config: str, *args: str) -> WebhookProcess:
+    return WebhookProcess(config=config, args=("--metrics-listen", "127.0.0.1:0", *args)).start()
+
+
+def document_for(image: str, uid: str = "op") -> dict[str, Any]:
+    document = with_images(review("pod-create-kubectl-run"), {PUBLIC: image})
+    document["request"]["uid"] = uid
+    return document
+
+
+def post(pool: urllib3.PoolManager, url: str, document: dict[str, Any], *, mode: str = "enforce",
+         query: str = "?timeout=10s") -> urllib3.BaseHTTPResponse:
+    return pool.request("POST", f"{url}/mutate/{mode}{query}", body=json.dumps(document).encode(),
+                        headers={"Content-Type": "application/json"})
+
+
+def scrape(webhook: WebhookProcess) -> str:
+    """/metrics over the plain-HTTP port: no TLS, no CA."""
+    with urllib.request.urlopen(f"{webhook.metrics_url}/metrics", timeout=10) as reply:
+        return reply.read().decode()
+
+
+def sample(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def log_lines(webhook: WebhookProcess) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in webhook.log.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def webhooks() -> Iterator[list[WebhookProcess]]:
+    started: list[WebhookProcess] = []
+    yield started
+    for webhook in started:
+        webhook.stop()
+
+
+def test_metrics_port_is_plain_http_with_build_info_and_certificate_expiry(config, webhooks):
+    webhook = start(config)
+    webhooks.append(webhook)
+    text = scrape(webhook)
+    assert webhook.metrics_url.startswith("http://127.0.0.1:")
+    assert 'nonroot_mutator_build_info{version="' in text
+    cert = x509.load_pem_x509_certificate(Path(webhook.cert).read_bytes())
+    expiry = sample(text, "nonroot_mutator_tls_certificate_expiry_timestamp_seconds")
+    assert expiry == cert.not_valid_after_utc.timestamp()
+
+
+def swap_certificate(webhook: WebhookProcess, directory: Path) -> str:
+    """Write a new pair and rename it over the served files, as a Secret volume update does."""
+    cert, key = self_signed(str(directory), ("127.0.0.1", "localhost"), days=90)
+    os.replace(cert, webhook.cert)
+    os.replace(key, webhook.key)
+    return Path(webhook.cert).read_text()
+
+
+def test_rotated_certificate_is_served_on_new_connections_without_failing_admissions(
+        config, webhooks, images, tmp_path):
+    webhook = start(config, "--tls-reload-seconds", "0.1")
+    webhooks.append(webhook)
+    old_pem = Path(webhook.cert).read_text()
+    trust = tmp_path / "both.pem"
+    document = document_for(images["named-base"])
+    done, answered, failures = threading.Event(), [0], []
+
+    def keep_admitting() -> None:
+        # Only the old certificate is trusted: were the open keep-alive connection dropped,
+        # the reconnect would meet the new certificate and fail.
+        trust.write_text(old_pem)
+        pool = urllib3.PoolManager(ssl_context=ssl.create_default_context(cafile=str(trust)),
+                                   retries=False, timeout=10)
+        while not done.is_set():
+            try:
+                reply = post(pool, webhook.url, document)
+                if reply.status != 200 or json.loads(reply.data)["response"]["allowed"] is not True:
+                    failures.append(reply.status)
+                answered[0] += 1
+            except Exception as exc:
+                failures.append(repr(exc))
+
+    client = threading.Thread(target=keep_admitting)
+    client.start()
+    try:
+        wait_for(lambda: answered[0] >= 5, timeout=30, what="admissions before the rotation")
+        new_dir = tmp_path / "new"
+        new_dir.mkdir()
+        new_pem = swap_certificate(webhook, new_dir)
+        assert new_pem != old_pem
+        served = wait_for(lambda: ssl.get_server_certificate(("127.0.0.1", webhook.port)) == new_pem,
+                          timeout=15, what="the new certificate on a new TLS connection")
+        assert served
+        before = answered[0]
+        wait_for(lambda: answered[0] >= before + 5, timeout=30, what="admissions after the rotation")
+    finally:
+        done.set()
+        client.join(timeout=30)
+    assert failures == []
+    new = x509.load_pem_x509_certificate(new_pem.encode())
+    expiry = sample(scrape(webhook), "nonroot_mutator_tls_certificate_expiry_timestamp_seconds")
+    assert expiry == new.not_valid_after_utc.timestamp()
+    assert any(line.get("msg", "").startswith("serving certificate reloaded") for line in log_lines(webhook))
+
+
+def test_sigterm_reports_not_ready_answers_everything_in_flight_then_exits_0(
+        config, webhooks, silent_registry):
+    webhook = start(config)
+    webhooks.append(webhook)
+    pool = urllib3.PoolManager(ssl_context=ssl.create_default_context(cafile=webhook.cert),
+                               retries=False, timeout=30, maxsize=8)
+    in_flight = 5
+    # The silent registry never answers: each admission waits until its own deadline (~2.7 s of 3 s).
+    slow = [document_for(f"{silent_registry}/slow/app:{n}", uid=f"slow-{n}") for n in range(in_flight)]
+    with ThreadPoolExecutor(in_flight) as workers:
+        replies = [workers.submit(post, pool, webhook.url, d, query="?timeout=3s") for d in slow]
+        wait_for(lambda: sample(scrape(webhook), "nonroot_mutator_inflight_admissions") == in_flight,
+                 timeout=10, what="admissions in flight")
+        assert pool.request("GET", f"{webhook.url}/readyz").status == 200
+        webhook.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: pool.request("GET", f"{webhook.url}/readyz").status == 503,
+                 timeout=5, what="/readyz to go 503 after SIGTERM")
+        assert webhook.process.poll() is None  # still draining
+        answers = [future.result(timeout=30) for future in replies]
+    assert [a.status for a in answers] == [200] * in_flight
+    for answer, document in zip(answers, slow, strict=True):
+        response = json.loads(answer.data)["response"]
+        assert response["uid"] == document["request"]["uid"]
+        assert response["allowed"] is False and "temporary" in response["status"]["message"]
+    assert webhook.process.wait(timeout=15) == 0
+
+
+def test_json_logs_one_line_per_patch_refusal_registry_failure_and_400(config, webhooks, images,
+                                                                       registry):
+    webhook = start(config)
+    webhooks.append(webhook)
+    pool = urllib3.PoolManager(ssl_context=ssl.create_default_context(cafile=webhook.cert),
+                               retries=False, timeout=30)
+    missing = f"{registry.host}/test/never-pushed:v1"
+    assert post(pool, webhook.url, document_for(images["named-base"], "patch-me")).status == 200
+    assert post(pool, webhook.url, document_for(images["no-user"], "refuse-me")).status == 200
+    assert post(pool, webhook.url, document_for(missing, "missing")).status == 200
+    assert post(pool, webhook.url, document_for(images["numeric"], "plain-allow")).status == 200
+    bad = pool.request("POST", f"{webhook.url}/mutate/warn", body=b"{oops")
+    assert bad.status == 400
+
+    lines = wait_for(lambda: [line for line in log_lines(webhook) if line.get("kind") == "bad_request"]
+                     and log_lines(webhook), timeout=10, what="the log lines")
+    assert all({"time", "level", "msg"} <= set(line) for line in lines)
+    admissions = {line["uid"]: line for line in lines if line.get("kind") == "admission"}
+    assert "plain-allow" not in admissions  # the warm path logs nothing
+
+    patched = admissions["patch-me"]
+    namespace = review("pod-create-kubectl-run")["request"]["namespace"]
+    assert patched["decision"] == "patched" and patched["namespace"] == namespace
+    assert patched["pod"] and patched["mode"] == "enforce" and patched["duration_ms"] > 0
+    [container] = patched["containers"]
+    assert container["image"] == images["named-base"] and container["decision"] == "patch"
+    assert container["digest"].startswith("sha256:")
+
+    refused = admissions["refuse-me"]
+    assert refused["decision"] == "refused" and refused["level"] == "warning"
+    assert "sets no USER" in refused["reason"]
+    assert refused["containers"][0]["decision"] == "root"
+
+    failures = [line for line in lines if line.get("kind") == "registry_failure"]
+    assert [f["image"] for f in failures] == [missing]
+    assert failures[0]["temporary"] is False and failures[0]["reason"]
+    assert admissions["missing"]["containers"][0]["decision"] == "unresolvable"
+
+    [bad_line] = [line for line in lines if line.get("kind") == "bad_request"]
+    assert bad_line["path"] == "/mutate/warn" and bad_line["remote"] == "127.0.0.1"
+    assert "not valid JSON" in bad_line["reason"]
+
+
+def test_text_log_format_switches_back(config, webhooks):
+    webhook = start(config, "--log-format", "text")
+    webhooks.append(webhook)
+    pool = urllib3.PoolManager(ssl_context=ssl.create_default_context(cafile=webhook.cert), retries=False)
+    assert pool.request("POST", f"{webhook.url}/mutate/enforce", body=b"[]").status == 400
+    text = wait_for(lambda: "bad request" in webhook.log.read_text() and webhook.log.read_text(),
+                    timeout=10, what="the bad request line")
+    line = next(line for line in text.splitlines() if "bad request" in line)
+    assert not line.startswith("{") and 'path="/mutate/enforce"' in line
