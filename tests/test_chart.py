@@ -44,7 +44,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "webhook": {"timeoutSeconds": 5, "excludeNamespaces": ["monitoring"],
                     "failurePolicy": {"enforce": "Fail", "warn": "Fail", "audit": "Ignore"}},
         "config": {"platform": "linux/arm64", "cache_ttl_seconds": 60,
-                   "registries": {"registry.internal:5000": {"plain_http": True}}},
+                   "registries": {"registry.internal:5000": {"plain_http": True,
+                                                             "mirrors": ["mirror.internal:5000"]}}},
         "antiAffinity": {"type": "hard"},
         "image": {"digest": "sha256:" + "a" * 64},
     },
@@ -304,7 +305,9 @@ def test_config_values_render_a_config_the_server_accepts():
     document = yaml.safe_load(configmap["data"]["config.yaml"])
     assert document == VALUE_SETS["configured"]["config"]
     parsed = server_config.from_mapping(document)
-    assert str(parsed.platform) == "linux/arm64" and parsed.registry("registry.internal:5000").plain_http
+    registry = parsed.registry("registry.internal:5000")
+    assert str(parsed.platform) == "linux/arm64" and registry.plain_http
+    assert registry.mirrors == ("mirror.internal:5000",)
     empty = next(c for c in find(rendered("defaults"), "ConfigMap") if "config.yaml" in c["data"])
     assert server_config.from_mapping(yaml.safe_load(empty["data"]["config.yaml"])) == server_config.Config()
     annotations = one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
