@@ -1,8 +1,8 @@
 """Graceful shutdown: on SIGTERM, say "not ready", finish what is in flight, then stop.
 
-Why this order: the API server keeps sending admissions to a pod until its
-endpoint is gone. So the pod first reports not ready (``/readyz`` answers 503;
-the chart's preStop delay gives the endpoint controller time to notice), keeps
+Why this order: the API server keeps sending admissions to a pod until it sees
+the endpoint gone (the chart's preStop delay keeps the pod serving meanwhile).
+So on SIGTERM the pod reports not ready (``/readyz`` answers 503), keeps
 listening and answering whatever still arrives, and closes its listener only
 once no admission is in flight (or a bound has passed). No admission is
 dropped, so ``failurePolicy: Fail`` never refuses a Pod because of a rollout.
@@ -50,12 +50,10 @@ class Drain:
             if self.inflight == 0:
                 self._idle.set()
 
-    async def drain(self, *, delay: float, bound: float) -> None:
-        """Report not ready, wait *delay* seconds, then until nothing is in flight (at most *bound* s)."""
+    async def drain(self, *, bound: float) -> None:
+        """Report not ready, then wait until nothing is in flight (at most *bound* seconds)."""
         self.draining = True
         log.info("shutting down: not ready; %d admissions in flight", self.inflight)
-        if delay > 0:
-            await asyncio.sleep(delay)
         try:
             async with asyncio.timeout(bound):
                 await self._idle.wait()
