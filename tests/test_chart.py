@@ -83,14 +83,15 @@ def test_helm_lint_is_clean(name, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("version", [OLDEST_SCHEMAS, MATCH_CONDITIONS_SCHEMAS])
 @pytest.mark.parametrize("name", VALUE_SETS)
-def test_every_rendered_object_validates_strictly(name):
-    objects = rendered(name)
+def test_every_rendered_object_validates_strictly(name, version):
+    objects = rendered(name, version)
     assert objects
     for obj in objects:
         if obj["apiVersion"].startswith(CRD_GROUPS):
             continue
-        kubernetes_validate.validate(obj, OLDEST_SCHEMAS, strict=True)
+        kubernetes_validate.validate(obj, version, strict=True)
 
 
 def test_match_conditions_pass_through_and_validate_on_1_30():

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.support.chart import CHART, NAMESPACE, RELEASE, helm
+from tests.support.chart import CHART, NAMESPACE, RELEASE, helm, render
 
 from .cluster import KubeCluster
 from .conftest import Registered, server_side_apply
@@ -94,3 +94,17 @@ def test_generated_ca_is_kept_across_upgrades_by_lookup(registered: Registered):
         assert next(o for o in template() if o["kind"] == "Secret")["data"] != secret["data"]
     finally:
         kube.kubectl("-n", NAMESPACE, "delete", "secret", secret["metadata"]["name"], "--ignore-not-found")
+
+
+@pytest.mark.parametrize("values", [
+    {}, {"autoscaling": {"enabled": True}, "networkPolicy": {"enabled": True}},
+], ids=["defaults", "hpa-networkpolicy"])
+def test_api_server_accepts_every_object_the_chart_renders(registered: Registered, values):
+    """A server-side dry run: the real API server's own validation of the Deployment, PDB, HPA, etc."""
+    objects = [o for o in render(values, kube_version=KUBE_VERSION)
+               if not o["apiVersion"].startswith(("cert-manager.io/", "monitoring.coreos.com/"))]
+    result = registered.kube.kubectl(
+        "apply", "--server-side", "--dry-run=server", "--field-manager=nonroot-mutator-e2e", "-f", "-",
+        input=yaml.safe_dump_all(objects))
+    applied = [line for line in result.stdout.splitlines() if "(server dry run)" in line]
+    assert len(applied) == len(objects), result.stdout
