@@ -20,11 +20,10 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtensionOID
-from prometheus_client.metrics import MetricWrapperBase
 
 from mutator import config as server_config
-from mutator import metrics
 from tests.support.chart import CHART, NAMESPACE, RELEASE, ROOT, find, one, render, run_helm
+from tests.support.promql import PROMETHEUS_OWN, exported_series, metric_names
 
 FULLNAME = f"{RELEASE}-nonroot-mutator"
 MODES = ("enforce", "warn", "audit")
@@ -361,42 +360,6 @@ def test_network_policy_and_service_monitor_select_the_webhook_pods():
 
 
 # --- metric names in the dashboard and the alerts -------------------------------------------------
-
-
-def exported_series() -> dict[str, str]:
-    """Every series name the server exports → its family, from the metric objects it registers."""
-    names: dict[str, str] = {}
-    for value in vars(metrics).values():
-        if not isinstance(value, MetricWrapperBase):
-            continue
-        for family in value.describe():
-            suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"),
-                        "gauge": ("",)}[family.type]
-            for suffix in suffixes:
-                names[family.name + suffix] = family.name
-    return names
-
-
-PROMQL_FUNCTIONS = {"sum", "rate", "irate", "increase", "histogram_quantile", "max", "min", "avg", "count",
-                    "absent", "time", "clamp_min", "label_values", "topk", "by", "without", "and", "or",
-                    "unless"}
-PROMETHEUS_OWN = {"up"}  # written by Prometheus itself for every target
-
-
-def metric_names(query: str) -> set[str]:
-    stripped = re.sub(r'"[^"]*"', '""', query)  # label values
-    stripped = re.sub(r"\{[^}]*\}", "", stripped)  # matchers
-    stripped = re.sub(r"\[[^\]]*\]", "", stripped)  # ranges
-    stripped = re.sub(r"\b(by|without)\s*\([^)]*\)", "", stripped)  # grouping labels
-    names = set()
-    for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", stripped):
-        word = match.group()
-        following = stripped[match.end():].lstrip()[:1]
-        if word in PROMQL_FUNCTIONS or following == "(" or re.fullmatch(r"e\d*", word):
-            assert word in PROMQL_FUNCTIONS, f"unknown PromQL function {word} in {query}"
-            continue
-        names.add(word)
-    return names
 
 
 def dashboard() -> dict[str, Any]:

@@ -19,10 +19,12 @@ from typing import Any
 import pytest
 import urllib3
 from cryptography import x509
+from prometheus_client.parser import text_string_to_metric_families
 
 from mutator.tls import self_signed
 from tests.support.fixtures import review, with_images
 from tests.support.net import wait_for
+from tests.support.promql import exported_series
 from tests.support.webhook import WebhookProcess
 
 pytestmark = pytest.mark.registry
@@ -221,3 +223,23 @@ def test_text_log_format_switches_back(config, webhooks):
                     timeout=10, what="the bad request line")
     line = next(line for line in text.splitlines() if "bad request" in line)
     assert not line.startswith("{") and 'path="/mutate/enforce"' in line
+
+
+def test_scraped_series_are_the_ones_the_dashboard_is_checked_against(config, webhooks, images, registry):
+    """The dashboard test reads the metric objects; here the running server's own scrape must agree."""
+    webhook = start(config)
+    webhooks.append(webhook)
+    pool = urllib3.PoolManager(ssl_context=ssl.create_default_context(cafile=webhook.cert),
+                               retries=False, timeout=30)
+    for n, image in enumerate((images["named-base"], images["no-user"], f"{registry.host}/test/absent:v1")):
+        assert post(pool, webhook.url, document_for(image, f"scrape-{n}")).status == 200
+    exported = exported_series()
+    scraped = {sample.name for family in text_string_to_metric_families(scrape(webhook))
+               for sample in family.samples if sample.name.startswith("nonroot_mutator_")}
+    assert {name for name in scraped if not name.endswith("_created")} <= exported.keys()
+    for queried in ("nonroot_mutator_admissions_total", "nonroot_mutator_admission_duration_seconds_bucket",
+                    "nonroot_mutator_containers_total", "nonroot_mutator_cache_lookups_total",
+                    "nonroot_mutator_registry_requests_total", "nonroot_mutator_registry_lookups_total",
+                    "nonroot_mutator_registry_request_duration_seconds_bucket",
+                    "nonroot_mutator_build_info", "nonroot_mutator_inflight_admissions"):
+        assert queried in scraped, queried
