@@ -37,6 +37,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "autoscaling": {"enabled": True},
         "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
         "networkPolicy": {"enabled": True},
+        "webhook": {"workloadWarnings": {"enabled": True}},
     },
     "no-pull-secrets": {"pullSecrets": {"enabled": False}},
     "configured": {
@@ -184,6 +185,27 @@ def test_out_of_cluster_url_and_ca_bundle():
     objects = tuple(render({"webhook": {"url": "https://127.0.0.1:8443/", "caBundle": bundle}}))
     for mode, hook in webhooks(objects).items():
         assert hook["clientConfig"] == {"url": f"https://127.0.0.1:8443/mutate/{mode}", "caBundle": bundle}
+
+
+def test_workload_warnings_validate_every_workload_kind_and_never_block():
+    objects = rendered("observed")
+    configuration = one(objects, "ValidatingWebhookConfiguration")
+    secret_ca = one(objects, "Secret")["data"]["ca.crt"]
+    pods = webhooks(objects)
+    hooks = {hook["name"]: hook for hook in configuration["webhooks"]}
+    assert sorted(hooks) == sorted(f"workloads-{mode}.nonroot-mutator.dev" for mode in MODES)
+    for mode in MODES:
+        hook = hooks[f"workloads-{mode}.nonroot-mutator.dev"]
+        assert hook["failurePolicy"] == "Ignore" and hook["timeoutSeconds"] == 3
+        assert hook["clientConfig"]["service"]["path"] == f"/warn/workloads/{mode}"
+        assert hook["clientConfig"]["caBundle"] == secret_ca
+        assert hook["namespaceSelector"] == pods[mode]["namespaceSelector"]
+        kinds = {(group, resource) for rule in hook["rules"] for group in rule["apiGroups"]
+                 for resource in rule["resources"]}
+        assert kinds == {("apps", "deployments"), ("apps", "statefulsets"), ("apps", "daemonsets"),
+                         ("apps", "replicasets"), ("batch", "jobs"), ("batch", "cronjobs")}
+        assert all(rule["operations"] == ["CREATE", "UPDATE"] for rule in hook["rules"])
+    assert not find(rendered("defaults"), "ValidatingWebhookConfiguration")
 
 
 # --- TLS ------------------------------------------------------------------------------------------

@@ -75,3 +75,42 @@ so `helm upgrade` keeps the caBundle the API server trusts.
 {{- range .Values.webhook.excludeNamespaces -}}{{- $never = append $never . -}}{{- end -}}
 {{- $never | uniq | toJson -}}
 {{- end -}}
+
+{{/* A webhook's clientConfig: the Service, or webhook.url out of cluster. Args: root, path, caBundle. */}}
+{{- define "nonroot-mutator.clientConfig" -}}
+{{- $root := .root -}}
+{{- if $root.Values.webhook.url -}}
+url: {{ printf "%s%s" (trimSuffix "/" $root.Values.webhook.url) .path | quote }}
+{{- else -}}
+service:
+  name: {{ include "nonroot-mutator.fullname" $root }}
+  namespace: {{ $root.Release.Namespace }}
+  path: {{ .path | quote }}
+  port: {{ $root.Values.service.port }}
+{{- end }}
+{{- if .caBundle }}
+caBundle: {{ .caBundle }}
+{{- end }}
+{{- end -}}
+
+{{/* The namespaces labelled with a mode, never the excluded ones. Args: root, mode. */}}
+{{- define "nonroot-mutator.namespaceSelector" -}}
+matchExpressions:
+  - key: nonroot-mutator/mode
+    operator: In
+    values: [{{ .mode | quote }}]
+  # set automatically from Kubernetes 1.21 on; absent (so NotIn matches) before
+  - key: kubernetes.io/metadata.name
+    operator: NotIn
+    values: {{ include "nonroot-mutator.excludedNamespaces" .root }}
+{{- end -}}
+
+{{/* The caBundle for the webhooks: given (webhook.caBundle), the chart's CA, or none (cert-manager injects it). */}}
+{{- define "nonroot-mutator.caBundle" -}}
+{{- if .Values.webhook.caBundle -}}
+{{- .Values.webhook.caBundle -}}
+{{- else if not .Values.tls.certManager.enabled -}}
+{{- include "nonroot-mutator.generatedTLS" . -}}
+{{- .Values._generatedTLS.ca -}}
+{{- end -}}
+{{- end -}}
