@@ -7,14 +7,24 @@ a symlink, so the inode changes even when the mtime does not), which costs
 microseconds. A change is loaded into the *same* ``SSLContext``: OpenSSL
 copies the context's certificate into each new connection, so new handshakes
 present the new certificate while open connections go on undisturbed.
+
+A pair is checked in a scratch context before it touches the live one: the
+live ``load_cert_chain`` installs the certificate before it checks the key,
+so a pair caught between cert-manager's two writes would otherwise leave the
+live context with the new certificate and the old key, and every handshake
+would fail. Both files are read once and loaded from that snapshot, so the
+pair checked is the pair installed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import ssl
+import tempfile
+from collections.abc import Iterator
 
 from mutator import metrics, tls
 
@@ -51,8 +61,10 @@ class CertReloader:
             return False
         self._stamp = stamp
         try:
-            self._context.load_cert_chain(self._cert_file, self._key_file)
-            not_after = tls.not_after(self._cert_file)
+            with _snapshot(self._cert_file, self._key_file) as (cert, key):
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)  # raises on a mismatch
+                self._context.load_cert_chain(cert, key)
+                not_after = tls.not_after(cert)
         except (ssl.SSLError, OSError, ValueError) as exc:
             log.warning("serving certificate changed but does not load, keeping the old one: %s", exc)
             return False
@@ -66,3 +78,27 @@ class CertReloader:
         while True:
             await asyncio.sleep(interval)
             self.check()
+
+
+@contextlib.contextmanager
+def _snapshot(cert_file: str, key_file: str) -> Iterator[tuple[str, str]]:
+    """Paths to private copies of both files, read once (in memory where the OS allows)."""
+    contents = []
+    for path in (cert_file, key_file):
+        with open(path, "rb") as handle:
+            contents.append(handle.read())
+    with contextlib.ExitStack() as stack:
+        paths = []
+        for data in contents:
+            if hasattr(os, "memfd_create"):
+                fd = os.memfd_create("nonroot-mutator-tls")
+                stack.callback(os.close, fd)
+                with open(fd, "wb", closefd=False) as handle:
+                    handle.write(data)
+                paths.append(f"/proc/self/fd/{fd}")
+            else:  # pragma: no cover - not Linux
+                copy = stack.enter_context(tempfile.NamedTemporaryFile())
+                copy.write(data)
+                copy.flush()
+                paths.append(copy.name)
+        yield paths[0], paths[1]

@@ -5,6 +5,7 @@ Every test runs the real server process over real TLS against the loopback regis
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,8 +20,11 @@ from typing import Any
 import pytest
 import urllib3
 from cryptography import x509
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from mutator import tls
+from mutator.reload import CertReloader
 from mutator.tls import self_signed
 from tests.support.fixtures import review, with_images
 from tests.support.net import wait_for
@@ -182,7 +186,9 @@ def test_json_logs_one_line_per_patch_refusal_registry_failure_and_400(config, w
     assert post(pool, webhook.url, document_for(images["no-user"], "refuse-me")).status == 200
     assert post(pool, webhook.url, document_for(missing, "missing")).status == 200
     assert post(pool, webhook.url, document_for(images["numeric"], "plain-allow")).status == 200
-    bad = pool.request("POST", f"{webhook.url}/mutate/warn", body=b"{oops")
+    secret = "s3cr3t-token-never-logged"
+    bad = pool.request("POST", f"{webhook.url}/mutate/warn", body=b"{oops",
+                       headers={"Authorization": f"Bearer {secret}"})
     assert bad.status == 400
 
     lines = wait_for(lambda: [line for line in log_lines(webhook) if line.get("kind") == "bad_request"]
@@ -212,6 +218,7 @@ def test_json_logs_one_line_per_patch_refusal_registry_failure_and_400(config, w
     [bad_line] = [line for line in lines if line.get("kind") == "bad_request"]
     assert bad_line["path"] == "/mutate/warn" and bad_line["remote"] == "127.0.0.1"
     assert "not valid JSON" in bad_line["reason"]
+    assert secret not in webhook.log.read_text()
 
 
 def test_text_log_format_switches_back(config, webhooks):
@@ -243,3 +250,48 @@ def test_scraped_series_are_the_ones_the_dashboard_is_checked_against(config, we
                     "nonroot_mutator_registry_request_duration_seconds_bucket",
                     "nonroot_mutator_build_info", "nonroot_mutator_inflight_admissions"):
         assert queried in scraped, queried
+
+
+def served_certificate(context: ssl.SSLContext) -> x509.Certificate:
+    """The certificate a new handshake with *context* presents, in memory (no sockets)."""
+    client_context = ssl.create_default_context()
+    client_context.check_hostname, client_context.verify_mode = False, ssl.CERT_NONE
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = context.wrap_bio(to_server, to_client, server_side=True)
+    client = client_context.wrap_bio(to_client, to_server, server_hostname="127.0.0.1")
+    for _ in range(10):
+        for side in (client, server):
+            with contextlib.suppress(ssl.SSLWantReadError):
+                side.do_handshake()
+        peer = client.getpeercert(binary_form=True) if client.version() else None
+        if peer:
+            return x509.load_der_x509_certificate(peer)
+    raise AssertionError("no handshake")
+
+
+def expiry_gauge() -> float | None:
+    return REGISTRY.get_sample_value("nonroot_mutator_tls_certificate_expiry_timestamp_seconds")
+
+
+def test_a_half_rotated_pair_keeps_the_old_certificate_until_the_key_arrives(tmp_path):
+    """cert-manager writes both files, but a check may land between the two writes."""
+    served, fresh = tmp_path / "served", tmp_path / "fresh"
+    served.mkdir()
+    fresh.mkdir()
+    cert, key = self_signed(str(served), ("127.0.0.1",), days=10)
+    context = tls.server_context(cert, key)
+    reloader = CertReloader(context, cert_file=cert, key_file=key)
+    old = served_certificate(context)
+    assert reloader.check() is False  # nothing changed
+    assert expiry_gauge() == old.not_valid_after_utc.timestamp()
+
+    new_cert, new_key = self_signed(str(fresh), ("127.0.0.1",), days=20)
+    os.replace(new_cert, cert)  # the certificate first: it does not match the old key
+    assert reloader.check() is False and reloader.reloads == 0
+    assert served_certificate(context) == old and expiry_gauge() == old.not_valid_after_utc.timestamp()
+
+    os.replace(new_key, key)
+    assert reloader.check() is True and reloader.reloads == 1
+    new = served_certificate(context)
+    assert new != old and new == x509.load_pem_x509_certificate(Path(cert).read_bytes())
+    assert expiry_gauge() == new.not_valid_after_utc.timestamp()
