@@ -23,7 +23,7 @@ from cryptography import x509
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from mutator import tls
+from mutator import cli, tls
 from mutator.reload import CertReloader
 from mutator.tls import self_signed
 from tests.support.fixtures import review, with_images
@@ -295,3 +295,14 @@ def test_a_half_rotated_pair_keeps_the_old_certificate_until_the_key_arrives(tmp
     new = served_certificate(context)
     assert new != old and new == x509.load_pem_x509_certificate(Path(cert).read_bytes())
     assert expiry_gauge() == new.not_valid_after_utc.timestamp()
+
+
+def test_serve_flags_and_files_are_checked_before_serving(tmp_path, capsys):
+    missing = str(tmp_path / "absent.pem")
+    assert cli.main(["serve", "--tls-cert", missing, "--tls-key", missing]) == cli.EXIT_BAD_INPUT
+    assert f"--tls-cert {missing}: no such file" in capsys.readouterr().err
+    for bad in ("0", "-1", "nan", "soon"):
+        with pytest.raises(SystemExit) as exited:
+            cli.main(["serve", "--dev", "--tls-reload-seconds", bad])
+        assert exited.value.code == 2
+        assert "positive number of seconds" in capsys.readouterr().err
