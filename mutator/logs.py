@@ -62,12 +62,26 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of each record (it may be swapped, e.g. in tests)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def setup(*, fmt: str = "text", verbose: bool = False) -> None:
-    """Send every log record to stderr in *fmt* (``json`` or ``text``), replacing earlier handlers."""
-    handler = logging.StreamHandler(sys.stderr)
+    """Send log records to stderr in *fmt* (``json`` or ``text``); calling again replaces only our handler."""
+    handler = _Stderr()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    for old in [h for h in root.handlers if isinstance(h, _Stderr)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
