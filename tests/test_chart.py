@@ -337,6 +337,23 @@ def test_config_values_render_a_config_the_server_accepts():
         "metadata"]["annotations"]["checksum/config"]
 
 
+def test_docker_config_secret_is_mounted_where_the_config_says(tmp_path):
+    objects = render({"credentials": {"dockerConfigSecret": "regcred"}, "config": {"cache_ttl_seconds": 5}})
+    configmap = next(c for c in find(objects, "ConfigMap") if "config.yaml" in c["data"])
+    document = yaml.safe_load(configmap["data"]["config.yaml"])
+    [container] = pod_spec(tuple(objects))["containers"]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volume = next(v for v in pod_spec(tuple(objects))["volumes"] if v["name"] == "docker-config")
+    assert volume["secret"] == {"secretName": "regcred",
+                                "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}
+    assert document["docker_config"] == f"{mounts['docker-config']['mountPath']}/config.json"
+    assert document["cache_ttl_seconds"] == 5
+    # the key is the server's: with the file where the Secret puts it, the config loads
+    (tmp_path / "config.json").write_text('{"auths": {}}')
+    parsed = server_config.from_mapping({**document, "docker_config": str(tmp_path / "config.json")})
+    assert parsed.docker_config == str(tmp_path / "config.json")
+
+
 # --- RBAC -----------------------------------------------------------------------------------------
 
 

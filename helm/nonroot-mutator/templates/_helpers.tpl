@@ -114,3 +114,19 @@ matchExpressions:
 {{- .Values._generatedTLS.ca -}}
 {{- end -}}
 {{- end -}}
+
+{{/* Where the dockerconfigjson Secret is mounted. */}}
+{{- define "nonroot-mutator.dockerConfigDir" -}}/etc/nonroot-mutator/docker{{- end -}}
+
+{{/* The server's config: values.config, plus what the chart mounts for it. */}}
+{{- define "nonroot-mutator.serverConfig" -}}
+{{- $config := deepCopy .Values.config -}}
+{{- if .Values.credentials.dockerConfigSecret -}}
+{{- $_ := set $config "docker_config" (printf "%s/config.json" (include "nonroot-mutator.dockerConfigDir" .)) -}}
+{{- end -}}
+{{- if $config -}}
+{{- toYaml $config -}}
+{{- else -}}
+{}
+{{- end -}}
+{{- end -}}
