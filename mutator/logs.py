@@ -27,6 +27,7 @@ log = logging.getLogger("nonroot_mutator.events")
 
 FORMATS = ("json", "text")
 EVENT = "event"  # the LogRecord attribute that carries an event's fields
+MAX_FIELD_CHARS = 256  # an image's USER is whatever its config says: bounded in every line
 
 
 class JsonFormatter(logging.Formatter):
@@ -106,12 +107,10 @@ def admission_decided(*, review: admission.Review, mode: str, result: str, secon
     for name, outcome in outcomes:
         image = images.get(name)
         found = known(image) if image else None
-        containers.append({
-            "container": name,
-            "image": image,
-            "digest": found.digest if isinstance(found, ImageUser) else None,
-            "decision": outcome,
-        })
+        entry: dict[str, Any] = {"container": name, "image": image, "decision": outcome}
+        if isinstance(found, ImageUser):
+            entry.update(digest=found.digest, user=found.user[:MAX_FIELD_CHARS], uid=found.uid, gid=found.gid)
+        containers.append(entry)
     event(
         "admission " + result,
         level=logging.WARNING if not allowed else logging.INFO,

@@ -204,6 +204,7 @@ def test_json_logs_one_line_per_patch_refusal_registry_failure_and_400(config, w
     [container] = patched["containers"]
     assert container["image"] == images["named-base"] and container["decision"] == "patch"
     assert container["digest"].startswith("sha256:")
+    assert (container["user"], container["uid"], container["gid"]) == ("app", 1000, 1000)
 
     refused = admissions["refuse-me"]
     assert refused["decision"] == "refused" and refused["level"] == "warning"
