@@ -12,6 +12,7 @@ headers, so never a credential.
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,15 @@ EVENT = "event"  # the LogRecord attribute that carries an event's fields
 MAX_FIELD_CHARS = 256  # an image's USER is whatever its config says: bounded in every line
 
 
+def _dumps(value: Any) -> str:
+    """JSON for a log line. A Pod's names are the requester's: a lone surrogate (invalid UTF-8, which
+    orjson refuses) is written escaped by the standard library rather than losing the line."""
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except TypeError:
+        return json.dumps(value, default=str, ensure_ascii=True)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, msg and the record's event fields."""
 
@@ -46,7 +56,7 @@ class JsonFormatter(logging.Formatter):
             line.update(fields)
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(line, default=str).decode()
+        return _dumps(line)
 
 
 class TextFormatter(logging.Formatter):
@@ -59,7 +69,7 @@ class TextFormatter(logging.Formatter):
         text = super().format(record)
         fields = getattr(record, EVENT, None)
         if isinstance(fields, dict):
-            text += " " + " ".join(f"{k}={orjson.dumps(v, default=str).decode()}" for k, v in fields.items())
+            text += " " + " ".join(f"{k}={_dumps(v)}" for k, v in fields.items())
         return text
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import ssl
@@ -23,7 +24,7 @@ from cryptography import x509
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from mutator import cli, tls
+from mutator import cli, logs, tls
 from mutator.reload import CertReloader
 from mutator.tls import self_signed
 from tests.support.fixtures import review, with_images
@@ -307,3 +308,14 @@ def test_serve_flags_and_files_are_checked_before_serving(tmp_path, capsys):
             cli.main(["serve", "--dev", "--tls-reload-seconds", bad])
         assert exited.value.code == 2
         assert "positive number of seconds" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("formatter", [logs.JsonFormatter(), logs.TextFormatter()], ids=["json", "text"])
+def test_a_hostile_name_never_loses_the_line(formatter):
+    """Names come from the request: a lone surrogate is not valid UTF-8, yet the line is written."""
+    record = logging.LogRecord("t", logging.WARNING, __file__, 1, "admission refused", (), None)
+    record.event = {"pod": "web-\udcff", "namespace": "ns", "containers": [{"image": "x\ud800"}]}
+    line = formatter.format(record)
+    assert "\\udcff" in line and "\\ud800" in line
+    if isinstance(formatter, logs.JsonFormatter):
+        assert json.loads(line)["pod"] == "web-\udcff"
