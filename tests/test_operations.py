@@ -10,7 +10,10 @@ import json
 import logging
 import os
 import signal
+import socket
 import ssl
+import subprocess
+import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -319,3 +322,19 @@ def test_a_hostile_name_never_loses_the_line(formatter):
     assert "\\udcff" in line and "\\ud800" in line
     if isinstance(formatter, logs.JsonFormatter):
         assert json.loads(line)["pod"] == "web-\udcff"
+
+
+def test_a_busy_metrics_port_is_named_in_one_line(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "mutator", "serve", "--dev", "--listen", "127.0.0.1:0",
+             "--metrics-listen", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=30, env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert result.returncode == cli.EXIT_CANNOT_SERVE
+    [said] = result.stderr.strip().splitlines()
+    assert said.startswith(f"mutator serve: cannot listen on 127.0.0.1:{port}: ")
+    assert said.endswith("address already in use")
+    assert "listening on" not in result.stdout
