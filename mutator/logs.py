@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,6 +28,7 @@ from mutator.images import ImageFailure, ImageUser
 log = logging.getLogger("nonroot_mutator.events")
 
 FORMATS = ("json", "text")
+FORMAT_ENV = "MUTATOR_LOG_FORMAT"  # set by setup(), so child processes log in the same format
 EVENT = "event"  # the LogRecord attribute that carries an event's fields
 MAX_FIELD_CHARS = 256  # an image's USER is whatever its config says: bounded in every line
 
@@ -94,6 +96,7 @@ def setup(*, fmt: str = "text", verbose: bool = False) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    os.environ[FORMAT_ENV] = fmt
 
 
 def event(message: str, *, level: int = logging.INFO, **fields: Any) -> None:

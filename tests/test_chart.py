@@ -365,6 +365,7 @@ def test_rbac_is_read_only_and_least_privilege():
     objects = rendered("defaults")
     assert rules(objects) == [
         {"apiGroups": [""], "resources": ["secrets", "serviceaccounts"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
     ]
     binding = one(objects, "ClusterRoleBinding")
@@ -375,11 +376,20 @@ def test_rbac_is_read_only_and_least_privilege():
 
 
 def test_pull_secrets_off_removes_every_secret_permission():
-    assert rules(rendered("no-pull-secrets")) == [
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]
+    objects = rendered("no-pull-secrets")
+    assert rules(objects) == [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list"]},
+                              {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]
+    assert server_config_of(objects).pull_secrets is False  # the server does not try without the RBAC
+    assert server_config_of(rendered("defaults")).pull_secrets is True
     nothing = render({"pullSecrets": {"enabled": False}, "warmup": {"enabled": False}})
     assert not find(nothing, "ClusterRole") and not find(nothing, "ClusterRoleBinding")
     assert pod_spec(tuple(nothing))["automountServiceAccountToken"] is False
+    assert server_config_of(tuple(nothing)).warmup is False
+
+
+def server_config_of(objects: tuple[dict[str, Any], ...]) -> server_config.Config:
+    configmap = next(c for c in find(objects, "ConfigMap") if "config.yaml" in c["data"])
+    return server_config.from_mapping(yaml.safe_load(configmap["data"]["config.yaml"]))
 
 
 # --- NetworkPolicy, ServiceMonitor ----------------------------------------------------------------

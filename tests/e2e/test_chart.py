@@ -26,10 +26,10 @@ def can_i(kube: KubeCluster, verb: str, resource: str, namespace: str = "default
 
 
 @pytest.mark.parametrize(("verb", "resource", "allowed"), [
-    ("list", "pods", True), ("watch", "pods", True),
+    ("list", "pods", True), ("watch", "pods", True), ("list", "namespaces", True),
     ("get", "secrets", True), ("list", "serviceaccounts", True),
     ("get", "pods", False), ("create", "pods", False), ("patch", "pods", False), ("delete", "pods", False),
-    ("create", "secrets", False), ("get", "configmaps", False), ("list", "namespaces", False),
+    ("create", "secrets", False), ("get", "configmaps", False), ("get", "namespaces", False),
     ("create", "mutatingwebhookconfigurations", False),
 ])
 def test_chart_rbac_grants_exactly_what_the_server_reads(registered: Registered, verb, resource, allowed):

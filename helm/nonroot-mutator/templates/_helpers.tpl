@@ -121,6 +121,13 @@ matchExpressions:
 {{/* The server's config: values.config, plus what the chart mounts for it. */}}
 {{- define "nonroot-mutator.serverConfig" -}}
 {{- $config := deepCopy .Values.config -}}
+{{- /* without the RBAC for them, the server must not try: it would log 403s and wait for nothing */ -}}
+{{- if not .Values.pullSecrets.enabled -}}
+{{- $_ := set $config "pull_secrets" false -}}
+{{- end -}}
+{{- if not .Values.warmup.enabled -}}
+{{- $_ := set $config "warmup" false -}}
+{{- end -}}
 {{- if .Values.credentials.dockerConfigSecret -}}
 {{- $_ := set $config "docker_config" (printf "%s/config.json" (include "nonroot-mutator.dockerConfigDir" .)) -}}
 {{- end -}}
