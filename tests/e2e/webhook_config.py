@@ -22,13 +22,14 @@ KUBE_VERSION = "1.20.2"  # the e2e API server's
 
 
 def chart_values(*, base_url: str, ca_pem: bytes, timeout_seconds: int | None = None,
-                 failure_policy: Mapping[str, str] | None = None) -> dict[str, Any]:
+                 failure_policy: Mapping[str, str] | None = None, name: str | None = None) -> dict[str, Any]:
+    """Values for a webhook at *base_url*; *name* names the objects (for a second registration)."""
     webhook: dict[str, Any] = {"url": base_url, "caBundle": base64.b64encode(ca_pem).decode()}
     if timeout_seconds is not None:
         webhook["timeoutSeconds"] = timeout_seconds
     if failure_policy is not None:
         webhook["failurePolicy"] = dict(failure_policy)
-    return {"webhook": webhook}
+    return {"webhook": webhook, **({"fullnameOverride": name} if name else {})}
 
 
 def rendered(*, base_url: str, ca_pem: bytes, **options: Any) -> list[dict[str, Any]]:
