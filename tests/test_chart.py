@@ -37,7 +37,6 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "autoscaling": {"enabled": True},
         "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
         "networkPolicy": {"enabled": True},
-        "webhook": {"workloadWarnings": {"enabled": True}},
     },
     "no-pull-secrets": {"pullSecrets": {"enabled": False}},
     "configured": {
@@ -205,7 +204,9 @@ def test_workload_warnings_validate_every_workload_kind_and_never_block():
         assert kinds == {("apps", "deployments"), ("apps", "statefulsets"), ("apps", "daemonsets"),
                          ("apps", "replicasets"), ("batch", "jobs"), ("batch", "cronjobs")}
         assert all(rule["operations"] == ["CREATE", "UPDATE"] for rule in hook["rules"])
-    assert not find(rendered("defaults"), "ValidatingWebhookConfiguration")
+    assert find(rendered("defaults"), "ValidatingWebhookConfiguration")  # on by default
+    off = render({"webhook": {"workloadWarnings": {"enabled": False}}})
+    assert not find(off, "ValidatingWebhookConfiguration")
 
 
 # --- TLS ------------------------------------------------------------------------------------------
