@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import errno
 import json
-import logging
 import os
 import socket
 import ssl
@@ -18,12 +17,13 @@ import traceback
 from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
-from mutator import __version__, report, review, server, tls
+from mutator import __version__, logs, report, review, server, tls
 from mutator import config as config_module
 from mutator.config import Config, Platform
 from mutator.errors import ConfigError
 from mutator.images import ImageUser
 from mutator.registry.credentials import CredentialSources
+from mutator.reload import CertReloader
 from mutator.resolver import Resolver
 from mutator.session import with_resolver
 
@@ -75,6 +75,16 @@ def _command(commands: Any, name: str, help_text: str) -> argparse.ArgumentParse
                                formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mutator", description="Makes named-USER images run under runAsNonRoot.",
@@ -94,6 +104,12 @@ def _parser() -> argparse.ArgumentParser:
                        "file's kubeconfig, else $KUBECONFIG, else the in-cluster service account)")
     serve.add_argument("--dev", action="store_true",
                        help="make a self-signed certificate for localhost at start (removed at exit)")
+    serve.add_argument("--metrics-listen", type=_listen, metavar="HOST:PORT",
+                       help="also serve /metrics over plain HTTP here (no webhook TLS to scrape)")
+    serve.add_argument("--log-format", choices=logs.FORMATS, default="json",
+                       help="json lines (default) or text")
+    serve.add_argument("--tls-reload-seconds", type=_seconds, default=5.0, metavar="S",
+                       help="how often to look for a rotated certificate/key (default 5)")
 
     review_parser = _command(commands, "review",
                              "what the cluster would do to manifests (any kind that makes Pods) or "
@@ -163,9 +179,13 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
                                    EXIT_BAD_INPUT) from None
             if args.kubeconfig:
                 config = dataclasses.replace(config, kubeconfig=args.kubeconfig)
+            reloader = CertReloader(context, cert_file=cert, key_file=key)
             try:
-                _run_fast(server.serve(config, host=host, port=port, ssl_context=context,
-                                       on_ready=on_ready))
+                _run_fast(server.serve(
+                    config, host=host, port=port, ssl_context=context, on_ready=on_ready,
+                    metrics_listen=args.metrics_listen, reloader=reloader,
+                    reload_interval=args.tls_reload_seconds,
+                ))
             except ConfigError as exc:  # a kubeconfig that cannot be used, found as serving starts
                 raise _CannotServe(str(exc), EXIT_BAD_INPUT) from None
             except OSError as exc:
@@ -173,7 +193,9 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
                 if not unresolved and exc.errno not in _LISTEN_ERRORS:
                     raise
                 why = (exc.strerror or str(exc)).lower()
-                raise _CannotServe(f"cannot listen on {host}:{port}: {why}", EXIT_CANNOT_SERVE) from None
+                # a --metrics-listen failure carries its own address
+                where = exc.filename if isinstance(exc.filename, str) else f"{host}:{port}"
+                raise _CannotServe(f"cannot listen on {where}: {why}", EXIT_CANNOT_SERVE) from None
     except _CannotServe as exc:
         print(f"mutator serve: {exc}", file=sys.stderr)
         return exc.code
@@ -206,11 +228,7 @@ def _resolve(args: argparse.Namespace, config: Config) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; every failure is one line on stderr and an exit code from ``EXIT_CODES``."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup(fmt=getattr(args, "log_format", "text"), verbose=args.verbose)
     try:
         try:
             config = config_module.load(args.config)

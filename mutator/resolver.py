@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from cachetools import LRUCache
 
-from mutator import metrics, passwd
+from mutator import logs, metrics, passwd
 from mutator.access import AccessGate
 from mutator.cache import CoalescingCache
 from mutator.config import Config, Platform
@@ -105,6 +105,11 @@ class Resolver:
             # the same content under another name: answer in that name's terms
             found = dataclasses.replace(found, image=image, reference=known.reference)
         return found
+
+    def peek(self, image: str) -> Resolution | None:
+        """What *image* is cached as, uncounted: for logs, which must not move the hit ratio."""
+        known = self._pinned.get(image) if "@" in image else self.tags.peek(image)
+        return self.users.peek(known.digest) if isinstance(known, Tagged) else None
 
     async def resolve(self, images: Iterable[str], *, deadline: float,
                       pull: PullContext | None = None) -> dict[str, Resolution]:
@@ -216,6 +221,7 @@ class Resolver:
 
     async def _bounded(self, image: str, work: Awaitable[T], *, deadline: float | None) -> T | ImageFailure:
         """*work* within ``lookup_timeout_seconds``; every error becomes an :class:`ImageFailure`."""
+        started = time.perf_counter()
         bound = asyncio.get_running_loop().time() + self._lookup_timeout
         token = transport.DEADLINE.set(bound if deadline is None else min(bound, deadline))
         in_flight = transport.IN_FLIGHT.set("")
@@ -238,6 +244,7 @@ class Resolver:
         finally:
             transport.DEADLINE.reset(token)
             transport.IN_FLIGHT.reset(in_flight)
+        logs.registry_failure(failure, seconds=time.perf_counter() - started)
         metrics.REGISTRY_LOOKUPS.labels("temporary_failure" if failure.temporary else "failed").inc()
         return failure
 

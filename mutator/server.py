@@ -25,7 +25,18 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mutator import admission, loopstats, metrics, warmup, webhook, workload_warnings, workloads
+from mutator import (
+    __version__,
+    admission,
+    lifecycle,
+    logs,
+    loopstats,
+    metrics,
+    warmup,
+    webhook,
+    workload_warnings,
+    workloads,
+)
 from mutator.admission import Review
 from mutator.config import Config
 from mutator.errors import BadReview
@@ -33,6 +44,7 @@ from mutator.kube import pullsecrets
 from mutator.policy import Mode
 from mutator.registry.client import RegistryClient
 from mutator.registry.credentials import CredentialSources
+from mutator.reload import CertReloader
 from mutator.resolver import Resolver
 
 log = logging.getLogger(__name__)
@@ -89,16 +101,18 @@ def _counted(mode: Mode, result: str) -> tuple[Any, Any]:
     return metrics.ADMISSIONS.labels(mode.value, result), metrics.ADMISSION_SECONDS.labels(mode.value, result)
 
 
-def _log_outcome(review: admission.Review, outcome: webhook.Outcome, mode: Mode, elapsed: float) -> None:
-    """A refusal is logged (INFO): it is what an SRE is asked about. A patch or a plain allow is
-    only counted (metrics) and logged at DEBUG, so the warm path does not pay for a log line."""
-    level = logging.INFO if outcome.result == "refused" else logging.DEBUG
-    if outcome.decision is not None and log.isEnabledFor(level):
-        log.log(
-            level, "%s %s/%s uid=%s mode=%s dryRun=%s result=%s containers=%s in %.1f ms",
-            review.operation, review.namespace, review.name, review.uid, mode, review.dry_run,
-            outcome.result, dict(outcome.decision.outcomes), elapsed * 1000,
-        )
+def _log_outcome(review: admission.Review, outcome: webhook.Outcome, mode: Mode, elapsed: float,
+                 resolver: Resolver) -> None:
+    """One line per patched or refused admission (or one allowed with warnings): see :mod:`mutator.logs`.
+    A plain allow is only counted, so the warm path does not pay for a log line."""
+    decision = outcome.decision
+    if decision is None:
+        return
+    logs.admission_decided(
+        review=review, mode=mode.value, result=outcome.result, seconds=elapsed,
+        allowed=decision.allowed, message=decision.message, warnings=decision.warnings,
+        outcomes=decision.outcomes, known=resolver.peek,
+    )
 
 
 async def mutate(request: web.Request) -> web.Response:
@@ -129,7 +143,7 @@ async def mutate(request: web.Request) -> web.Response:
     count, seconds = _counted(mode, outcome.result)
     count.inc()
     seconds.observe(elapsed)
-    _log_outcome(review, outcome, mode, elapsed)
+    _log_outcome(review, outcome, mode, elapsed, request.app[RESOLVER])
     return web.Response(body=body, content_type="application/json")
 
 
@@ -207,9 +221,10 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return response
 
 
-def make_app(config: Config) -> web.Application:
+def make_app(config: Config, *, drain: lifecycle.Drain | None = None) -> web.Application:
+    middlewares = [logs.log_bad_requests] + ([drain.middleware] if drain is not None else [])
     # One byte over the limit so that an oversized body is seen and answered with a 400.
-    app = web.Application(client_max_size=admission.MAX_BODY_BYTES + 1)
+    app = web.Application(client_max_size=admission.MAX_BODY_BYTES + 1, middlewares=middlewares)
     app[CONFIG] = config
     app.router.add_post("/mutate/{mode}", mutate)
     app.router.add_post("/warn/workloads", warn_workloads)
@@ -247,30 +262,69 @@ async def _registry_session(app: web.Application) -> AsyncIterator[None]:
             await pods.close()
 
 
-async def serve(config: Config, *, host: str, port: int, ssl_context: ssl.SSLContext,
-                on_ready: str = "") -> None:
-    """Serve until SIGTERM or SIGINT, then finish in-flight requests and stop."""
-    runner = web.AppRunner(make_app(config), access_log=None, shutdown_timeout=10)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
-    await site.start()
-    # What start-up made lives as long as the process: keep it out of every later collection,
-    # which the warm path otherwise pays for (each admission allocates enough to trigger gen-0 runs).
-    gc.collect()
-    gc.freeze()
-    # Handlers first, then the line that says we listen: a SIGTERM sent as soon as it is read
-    # must stop us cleanly, not kill us before any handler exists.
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+def make_metrics_app() -> web.Application:
+    """/metrics (and /healthz) over plain HTTP, so scraping needs no webhook TLS."""
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+def _url(site: web.TCPSite, scheme: str, host: str, port: int) -> str:
     sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
     bound = sockets[0].getsockname()[:2] if sockets else (host, port)
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-    print(f"listening on https://{shown}:{bound[1]}", flush=True)
-    if on_ready:
-        print(on_ready.format(url=f"https://{shown}:{bound[1]}"), flush=True)
+    return f"{scheme}://{shown}:{bound[1]}"
+
+
+async def serve(config: Config, *, host: str, port: int, ssl_context: ssl.SSLContext,
+                on_ready: str = "", metrics_listen: tuple[str, int] | None = None,
+                reloader: CertReloader | None = None, reload_interval: float = 5.0) -> None:
+    """Serve until SIGTERM or SIGINT; then drain (see :mod:`mutator.lifecycle`) and stop.
+
+    With *reloader*, the certificate files are checked every *reload_interval*
+    seconds and a rotated pair is loaded into *ssl_context* in place.
+    """
+    metrics.BUILD_INFO.labels(__version__).set(1)
+    drain = lifecycle.Drain()
+    # The drain below already waited for in-flight admissions; closing then takes moments.
+    runners = [web.AppRunner(make_app(config, drain=drain), access_log=None, shutdown_timeout=5)]
+    watcher: asyncio.Task[None] | None = None
     try:
+        await runners[0].setup()
+        site = web.TCPSite(runners[0], host, port, ssl_context=ssl_context)
+        await site.start()
+        lines = [f"listening on {_url(site, 'https', host, port)}"]
+        if metrics_listen is not None:
+            runners.append(web.AppRunner(make_metrics_app(), access_log=None))
+            await runners[1].setup()
+            metrics_site = web.TCPSite(runners[1], *metrics_listen)
+            try:
+                await metrics_site.start()
+            except OSError as exc:
+                exc.filename = "{}:{}".format(*metrics_listen)  # the address the error is about
+                raise
+            lines.append(f"metrics on {_url(metrics_site, 'http', *metrics_listen)}/metrics")
+        if on_ready:
+            lines.append(on_ready.format(url=_url(site, "https", host, port)))
+        # What start-up made lives as long as the process: keep it out of every later collection,
+        # which the warm path otherwise pays for (each admission allocates enough to trigger gen-0 runs).
+        gc.collect()
+        gc.freeze()
+        # Handlers first, then the line that says we listen: a SIGTERM sent as soon as it is read
+        # must stop us cleanly, not kill us before any handler exists.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        print("\n".join(lines), flush=True)
+        watcher = asyncio.create_task(reloader.run(interval=reload_interval)) if reloader else None
         await stop.wait()
+        await drain.drain(bound=MAX_ADMISSION_TIMEOUT)
     finally:
-        await runner.cleanup()
+        if watcher is not None:
+            watcher.cancel()
+        for runner in reversed(runners):
+            await runner.cleanup()
+    log.info("stopped")
+

@@ -32,6 +32,13 @@ def server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     return context
 
 
+def not_after(cert_file: str) -> float:
+    """Unix time at which the first (leaf) certificate in *cert_file* expires."""
+    with open(cert_file, "rb") as handle:
+        cert = x509.load_pem_x509_certificate(handle.read())
+    return cert.not_valid_after_utc.timestamp()
+
+
 def self_signed(directory: str, hosts: Sequence[str] = ("localhost", "127.0.0.1", "::1"),
                 *, days: int = 30) -> tuple[str, str]:
     """Write a self-signed cert/key for *hosts* into *directory*; returns their paths.

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
 
-from mutator import metrics
+from mutator import logs, metrics
 from mutator.images import ImageUser
 from mutator.resolver import Resolver
 
@@ -170,7 +171,6 @@ async def warm_up(resolver: Resolver, *, concurrency: int) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logs.setup(fmt=os.environ.get(logs.FORMAT_ENV, "text"))  # the server's format, inherited
     logging.getLogger("kubernetes_asyncio").setLevel(logging.ERROR)  # we say why we skip, once
     sys.exit(asyncio.run(list_images()))

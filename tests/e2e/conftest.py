@@ -8,7 +8,6 @@ read as green.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import subprocess
@@ -20,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from tests.support.chart import NAMESPACE
 from tests.support.webhook import WebhookProcess
 
 from .cluster import KubeCluster
-from .webhook_config import mutating_webhook_configuration
+from .webhook_config import rbac_objects, rendered
 
 E2E_DIR = Path(__file__).resolve().parent
 KUBE_SH = E2E_DIR / "kube.sh"
@@ -120,7 +121,7 @@ def kube(kube_bin_dir: Path) -> Iterator[KubeCluster]:
 
 @dataclass
 class Registered:
-    """A running ``mutator serve`` that the API server calls, through the chart-shaped configuration."""
+    """A running ``mutator serve`` that the API server calls, through the chart's rendered configuration."""
 
     kube: KubeCluster
     webhook: WebhookProcess
@@ -130,11 +131,18 @@ class Registered:
         return self.webhook.metric(name)
 
 
+def server_side_apply(kube: KubeCluster, objects: list[dict[str, Any]]) -> None:
+    """``kubectl apply --server-side``: the API server merges and validates, as GitOps tools apply."""
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=nonroot-mutator-e2e",
+                 "-f", "-", input=yaml.safe_dump_all(objects))
+
+
 def register(kube: KubeCluster, webhook: WebhookProcess, **options: Any) -> dict[str, Any]:
-    configuration = mutating_webhook_configuration(
-        base_url=webhook.url, ca_pem=Path(webhook.cert).read_bytes(), **options
-    )
-    kube.kubectl("apply", "-f", "-", input=json.dumps(configuration))
+    """Apply what ``helm template`` renders for a webhook at the test URL: RBAC, then the webhook config."""
+    objects = rendered(base_url=webhook.url, ca_pem=Path(webhook.cert).read_bytes(), **options)
+    [configuration] = [o for o in objects if o["kind"] == "MutatingWebhookConfiguration"]
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+    server_side_apply(kube, [namespace, *rbac_objects(objects), configuration])
     return configuration
 
 

@@ -1,10 +1,9 @@
-"""The MutatingWebhookConfiguration the chart is to render, built here until the chart exists.
+"""The objects the e2e tier registers with the real API server, rendered by ``helm template`` from the chart.
 
-One webhook entry per mode, each selecting namespaces by the
-``nonroot-mutator/mode`` label and calling its own URL path, so the server
-never has to read Namespace objects. Only what the webhook acts on is
-registered (pod CREATE, ``pods/ephemeralcontainers`` UPDATE): every other pod
-update would cost latency and widen the blast radius of an outage for nothing.
+So the chart is what the API server exercises: its webhook configuration (one webhook per mode, each
+selecting namespaces by the ``nonroot-mutator/mode`` label and calling its own URL path) and its RBAC.
+The only difference from an in-cluster install is ``webhook.url``: the API server calls the test's
+loopback webhook rather than a Service, trusting the test certificate (``webhook.caBundle``).
 """
 
 from __future__ import annotations
@@ -13,87 +12,46 @@ import base64
 from collections.abc import Mapping
 from typing import Any
 
+from tests.support.chart import NAMESPACE, RELEASE, render
+
 LABEL = "nonroot-mutator/mode"
 MODES = ("enforce", "warn", "audit")
-# enforce fails closed (a root image must not slip in while we are down);
-# warn and audit only ever inform, so they must never block.
-FAILURE_POLICY = {"enforce": "Fail", "warn": "Ignore", "audit": "Ignore"}
-NEVER = ("kube-system",)
+FAILURE_POLICY = {"enforce": "Fail", "warn": "Ignore", "audit": "Ignore"}  # the chart's defaults
+RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+KUBE_VERSION = "1.20.2"  # the e2e API server's
 
 
-def namespace_selector(mode: str) -> dict[str, Any]:
-    """The namespaces labelled *mode*, never those in NEVER."""
-    return {"matchExpressions": [
-        {"key": LABEL, "operator": "In", "values": [mode]},
-        # set automatically from Kubernetes 1.21 on; absent (so matching) before
-        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": list(NEVER)},
-    ]}
+def chart_values(*, base_url: str, ca_pem: bytes, timeout_seconds: int | None = None,
+                 failure_policy: Mapping[str, str] | None = None, name: str | None = None) -> dict[str, Any]:
+    """Values for a webhook at *base_url*; *name* names the objects (for a second registration)."""
+    webhook: dict[str, Any] = {"url": base_url, "caBundle": base64.b64encode(ca_pem).decode()}
+    if timeout_seconds is not None:
+        webhook["timeoutSeconds"] = timeout_seconds
+    if failure_policy is not None:
+        webhook["failurePolicy"] = dict(failure_policy)
+    return {"webhook": webhook, **({"fullnameOverride": name} if name else {})}
 
 
-def mutating_webhook_configuration(
-    *,
-    base_url: str,
-    ca_pem: bytes,
-    name: str = "nonroot-mutator",
-    timeout_seconds: int = 10,
-    failure_policy: Mapping[str, str] = FAILURE_POLICY,
-) -> dict[str, Any]:
-    ca_bundle = base64.b64encode(ca_pem).decode()
-    webhooks = []
-    for mode in MODES:
-        webhooks.append({
-            "name": f"{mode}.nonroot-mutator.dev",
-            "admissionReviewVersions": ["v1"],
-            "sideEffects": "None",
-            "timeoutSeconds": timeout_seconds,
-            "failurePolicy": failure_policy[mode],
-            "reinvocationPolicy": "IfNeeded",
-            "matchPolicy": "Equivalent",
-            "clientConfig": {"url": f"{base_url}/mutate/{mode}", "caBundle": ca_bundle},
-            "namespaceSelector": namespace_selector(mode),
-            "rules": [
-                {"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
-                 "resources": ["pods"], "scope": "Namespaced"},
-                {"operations": ["UPDATE"], "apiGroups": [""], "apiVersions": ["v1"],
-                 "resources": ["pods/ephemeralcontainers"], "scope": "Namespaced"},
-            ],
-        })
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": webhooks,
-    }
+def rendered(*, base_url: str, ca_pem: bytes, **options: Any) -> list[dict[str, Any]]:
+    """Every object the chart renders for a webhook at *base_url* trusting *ca_pem*."""
+    return render(chart_values(base_url=base_url, ca_pem=ca_pem, **options), release=RELEASE,
+                  namespace=NAMESPACE, kube_version=KUBE_VERSION)
 
 
-# Apply-time warnings on workloads: a *validating* webhook (it never patches, and so sees the object as it
-# will be stored, after every mutation), failing open with a short timeout: an apply is never blocked.
-WORKLOAD_RULES = (
-    {"apiGroups": ["apps"], "apiVersions": ["v1"],
-     "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"]},
-    # CronJobs are batch/v1beta1 before Kubernetes 1.21
-    {"apiGroups": ["batch"], "apiVersions": ["v1", "v1beta1"], "resources": ["jobs", "cronjobs"]},
-)
+def mutating_webhook_configuration(*, base_url: str, ca_pem: bytes, **options: Any) -> dict[str, Any]:
+    [configuration] = [o for o in rendered(base_url=base_url, ca_pem=ca_pem, **options)
+                       if o["kind"] == "MutatingWebhookConfiguration"]
+    return configuration
 
 
-def workload_warning_configuration(*, base_url: str, ca_pem: bytes, name: str = "nonroot-mutator-workloads",
-                                   timeout_seconds: int = 3) -> dict[str, Any]:
-    ca_bundle = base64.b64encode(ca_pem).decode()
-    webhooks = [{
-        "name": f"workloads-{mode}.nonroot-mutator.dev",
-        "admissionReviewVersions": ["v1"],
-        "sideEffects": "None",
-        "timeoutSeconds": timeout_seconds,
-        "failurePolicy": "Ignore",
-        "matchPolicy": "Equivalent",
-        "clientConfig": {"url": f"{base_url}/warn/workloads/{mode}", "caBundle": ca_bundle},
-        "namespaceSelector": namespace_selector(mode),
-        "rules": [{"operations": ["CREATE", "UPDATE"], "scope": "Namespaced", **rule}
-                  for rule in WORKLOAD_RULES],
-    } for mode in MODES]
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": webhooks,
-    }
+def rbac_objects(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] in RBAC_KINDS]
+
+
+def workload_warning_configuration(*, base_url: str, ca_pem: bytes, **options: Any) -> dict[str, Any]:
+    """The chart's apply-time warning webhook (validating, fail-open) for a webhook at *base_url*."""
+    values = chart_values(base_url=base_url, ca_pem=ca_pem, **options)
+    values["webhook"]["workloadWarnings"] = {"enabled": True}
+    objects = render(values, release=RELEASE, namespace=NAMESPACE, kube_version=KUBE_VERSION)
+    [configuration] = [o for o in objects if o["kind"] == "ValidatingWebhookConfiguration"]
+    return configuration

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import urllib3
@@ -21,6 +21,7 @@ import urllib3
 from mutator.tls import self_signed
 
 _LISTENING = re.compile(r"listening on (https://\S+)")
+_METRICS = re.compile(r"metrics on (http://\S+)/metrics")
 
 
 class WebhookProcess:
@@ -30,12 +31,15 @@ class WebhookProcess:
     is the readiness signal, so no polling is needed.
     """
 
-    def __init__(self, *, config: str | None, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, *, config: str | None, host: str = "127.0.0.1", port: int = 0,
+                 args: Sequence[str] = ()) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="webhook-"))
         self.cert, self.key = self_signed(str(self.dir), ("127.0.0.1", "localhost"))
         self._config = config
         self._listen = f"{host}:{port}"
+        self._args = tuple(args)
         self.url = ""
+        self.metrics_url = ""  # with --metrics-listen: the plain-HTTP base URL
         self.log = self.dir / "webhook.log"
         self._process: subprocess.Popen[str] | None = None
 
@@ -44,6 +48,7 @@ class WebhookProcess:
                    "--tls-cert", self.cert, "--tls-key", self.key]
         if self._config:
             command += ["--config", self._config]
+        command += self._args
         self._stderr = open(self.log, "w")  # noqa: SIM115 - lives as long as the process
         self._process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=self._stderr, text=True,
@@ -68,6 +73,15 @@ class WebhookProcess:
             self.stop()
             raise RuntimeError(f"webhook did not start: {line!r}\n{self.log.read_text()}")
         self.url = match.group(1)
+        if "--metrics-listen" in self._args:
+            try:
+                found = _METRICS.search(lines.get(timeout=timeout))
+            except queue.Empty:
+                found = None
+            if not found:
+                self.stop()
+                raise RuntimeError(f"no metrics line from the webhook\n{self.log.read_text()}")
+            self.metrics_url = found.group(1)
         return self
 
     def metric(self, name: str) -> float:
@@ -86,6 +100,11 @@ class WebhookProcess:
     def pid(self) -> int:
         assert self._process is not None, "not started"
         return self._process.pid
+
+    @property
+    def process(self) -> subprocess.Popen[str]:
+        assert self._process is not None, "not started"
+        return self._process
 
     @property
     def port(self) -> int:
