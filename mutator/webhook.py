@@ -14,9 +14,10 @@ from typing import Any
 
 from mutator import admission, evidence, findings, metrics, policy
 from mutator.admission import AdmissionReviewDoc, Review
+from mutator.images import ImageFailure
 from mutator.policy import Decision, Mode
 from mutator.registry.credentials import PullContext
-from mutator.resolver import Resolver
+from mutator.resolver import DEADLINE_MESSAGE, Resolver
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,8 @@ async def handle(review: Review, *, mode: Mode, resolver: Resolver, deadline: fl
     images = policy.images_to_resolve(target)
     pull = pull_context(review)
     resolutions = await resolver.resolve(images, deadline=deadline, pull=pull) if images else {}
+    if any(r.message == DEADLINE_MESSAGE for r in resolutions.values() if isinstance(r, ImageFailure)):
+        _deadline_counter(mode).inc()
     decision = policy.decide(target, resolutions, mode)
     for _, outcome in decision.outcomes:
         _container_counter(mode, outcome).inc()
@@ -112,6 +115,12 @@ def pod_pull_context(spec: Any, *, namespace: str) -> PullContext:
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
+
+
+@functools.cache
+def _deadline_counter(mode: Mode) -> Any:
+    """Admissions answered while a lookup was still running: the registry is slower than the API server."""
+    return metrics.DEADLINE_EXPIRED.labels(mode.value)
 
 
 @functools.cache

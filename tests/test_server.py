@@ -165,6 +165,7 @@ def test_registry_timeout_answers_before_the_api_servers_deadline(http, webhook,
                            {"docker.io/library/memcached:1.6": f"{silent_registry}/slow/app:1"})
     for mode, allowed in (("enforce", False), ("warn", True), ("audit", True)):
         document["request"]["uid"] = f"timeout-{mode}"
+        expired = webhook.metric(f'nonroot_mutator_deadline_expired_total{{mode="{mode}"}}')
         started = time.monotonic()
         status, reply = post(http, webhook, mode, document, query="?timeout=2s")
         elapsed = time.monotonic() - started
@@ -173,6 +174,8 @@ def test_registry_timeout_answers_before_the_api_servers_deadline(http, webhook,
         assert response["allowed"] is allowed
         text = response["status"]["message"] if not allowed else " ".join(response["warnings"])
         assert "admission deadline" in text
+        # the SREs' signal that the registry is slower than the API server's patience
+        assert webhook.metric(f'nonroot_mutator_deadline_expired_total{{mode="{mode}"}}') == expired + 1
 
 
 @pytest.mark.parametrize(
