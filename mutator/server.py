@@ -11,7 +11,6 @@ import asyncio
 import functools
 import gc
 import logging
-import re
 import signal
 import ssl
 import time
@@ -28,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from mutator import (
     __version__,
     admission,
+    durations,
     lifecycle,
     logs,
     loopstats,
@@ -50,8 +50,6 @@ from mutator.resolver import Resolver
 log = logging.getLogger(__name__)
 
 MAX_ADMISSION_TIMEOUT = 30.0  # the API server never waits longer than this
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 # The API server sends application/json; an absent type is read as octet-stream by aiohttp.
 _JSON_TYPES = frozenset({"application/json", "application/octet-stream"})
@@ -65,15 +63,11 @@ PULL_SECRETS = web.AppKey("pull_secrets", pullsecrets.PullSecrets)
 @functools.lru_cache(maxsize=64)  # the API server sends the same few values every time
 def parse_timeout(text: str | None) -> float | None:
     """Parse the API server's ``?timeout=`` (a Go duration such as ``10s`` or ``1m30s``)."""
-    if not text:
+    try:
+        total = durations.parse(text)
+    except ValueError:
         return None
-    pos, total = 0, 0.0
-    for match in _DURATION_RE.finditer(text):
-        if match.start() != pos:
-            return None
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        pos = match.end()
-    return total if pos == len(text) and total > 0 else None
+    return total if total > 0 else None
 
 
 def _bad_request(reason: str, mode: str) -> web.Response:

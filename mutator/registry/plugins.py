@@ -23,7 +23,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any
 import yaml
 from cachetools import TLRUCache
 
+from mutator import durations
 from mutator.errors import ConfigError, CredentialProviderError
 from mutator.registry.keyring import Credential, Keyring, matches, parse_key
 from mutator.registry.reference import Reference
@@ -43,25 +43,11 @@ PLUGIN_API_VERSION = "credentialprovider.kubelet.k8s.io/v1"
 PLUGIN_API_VERSIONS = frozenset({PLUGIN_API_VERSION, "credentialprovider.kubelet.k8s.io/v1beta1"})
 PLUGIN_TIMEOUT = 10.0  # seconds; a lookup is bounded as a whole anyway, this bounds one exec
 MAX_OUTPUT_BYTES = 1024 * 1024
-_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_duration(text: Any) -> float:
     """A Go ``time.Duration`` string (``"1h30m"``, ``"90s"``, ``"0"``) in seconds."""
-    if not isinstance(text, str) or not text:
-        raise ValueError(f"not a duration: {text!r}")
-    if text == "0":
-        return 0.0
-    position, total = 0, 0.0
-    for match in _DURATION_RE.finditer(text):
-        if match.start() != position:
-            break
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        position = match.end()
-    if position != len(text):
-        raise ValueError(f"not a duration: {text!r}")
-    return total
+    return durations.parse(text)
 
 
 @dataclass(frozen=True, slots=True)
