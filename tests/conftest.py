@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support import images as build
+from tests.support.faultproxy import FaultProxy
 from tests.support.images import Pusher, group, layer, passwd
 from tests.support.registry import RegistryServer
 
@@ -28,6 +29,15 @@ def silent_registry() -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         sock.listen(64)
         yield f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture(scope="module")
+def fault_proxy(registry: RegistryServer) -> Iterator[FaultProxy]:
+    """The session registry behind a proxy the tests own, one per module: each module sets
+    (and resets) the faults it needs, so no fault leaks into another module's tests."""
+    front = FaultProxy(registry.url).start()
+    yield front
+    front.stop()
 
 
 @pytest.fixture(scope="session")

@@ -6,17 +6,15 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 
 from mutator import metrics
-from mutator.config import from_mapping
 from mutator.images import ImageFailure, ImageUser
-from mutator.registry.client import RegistryClient
-from mutator.resolver import DEADLINE_MESSAGE, Resolver
+from mutator.resolver import DEADLINE_MESSAGE
 from tests.support.images import Pushed, Pusher, layer, passwd
 from tests.support.proxy import CountingProxy
 from tests.support.registry import RegistryServer
+from tests.support.resolving import make_resolver, open_session
 
 pytestmark = pytest.mark.registry
 
@@ -28,15 +26,7 @@ async def proxy(registry: RegistryServer) -> AsyncIterator[CountingProxy]:
     await counting.stop()
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client_session:
-        yield client_session
-
-
-def resolver_for(session: aiohttp.ClientSession, proxy: CountingProxy, **settings: object) -> Resolver:
-    config = from_mapping({"registries": {proxy.host: {"plain_http": True}}, **settings})
-    return Resolver(client=RegistryClient(session=session, registries=config.registry), config=config)
+session = pytest.fixture(open_session)
 
 
 def via(proxy: CountingProxy, pushed: Pushed | str) -> str:
@@ -57,7 +47,7 @@ def deadline(seconds: float = 10) -> float:
 async def test_500_concurrent_resolves_make_one_request_per_manifest_and_blob(session, proxy, pusher):
     pushed = push_user(pusher, "cache/herd", 1000, padding=16)
     image = via(proxy, pushed)
-    resolver = resolver_for(session, proxy)
+    resolver = make_resolver(session, proxy)
     results = await asyncio.gather(*(resolver.resolve([image], deadline=deadline()) for _ in range(500)))
     assert {r[image].uid for r in results} == {1000}
     # one HEAD for the tag, one GET of the manifest by digest, one of the config, two layers
@@ -71,7 +61,7 @@ async def test_coalescing_outlives_the_first_deadline_and_fills_the_cache(sessio
     slow = await CountingProxy(registry.url, blob_delay=0.4).start()
     try:
         image = via(slow, pushed)
-        resolver = resolver_for(session, slow)
+        resolver = make_resolver(session, slow)
         first = (await resolver.resolve([image], deadline=deadline(0.1)))[image]
         assert isinstance(first, ImageFailure) and first.message == DEADLINE_MESSAGE
         # the controller's retry, while the lookup goes on: it joins the same lookup
@@ -91,7 +81,7 @@ async def test_coalescing_outlives_the_first_deadline_and_fills_the_cache(sessio
 async def test_a_digest_pinned_image_makes_no_tag_request(session, proxy, pusher):
     pushed = push_user(pusher, "cache/pinned", 1100)
     image = via(proxy, pushed.by_digest)
-    resolver = resolver_for(session, proxy)
+    resolver = make_resolver(session, proxy)
     result = (await resolver.resolve([image], deadline=deadline()))[image]
     assert isinstance(result, ImageUser) and (result.uid, result.digest) == (1100, pushed.digest)
     assert proxy.count("/manifests/v1", "HEAD") == 0 and proxy.count("/manifests/v1") == 0
@@ -106,7 +96,7 @@ async def test_the_tag_ttl_is_honoured(session, proxy, pusher):
     """A re-pushed tag is not seen before the TTL (no request at all) and is seen after it."""
     ttl = 0.5
     image = via(proxy, push_user(pusher, "cache/repush", 1000))
-    resolver = resolver_for(session, proxy, cache_ttl_seconds=ttl)
+    resolver = make_resolver(session, proxy, cache_ttl_seconds=ttl)
     asked_at = time.monotonic()  # the entry's TTL starts after this, when the answer arrives
     assert (await resolver.resolve([image], deadline=deadline()))[image].uid == 1000
     repushed = push_user(pusher, "cache/repush", 2000)
@@ -127,7 +117,7 @@ async def test_the_tag_ttl_is_honoured(session, proxy, pusher):
 
 async def test_transient_errors_are_not_kept(session, proxy, pusher):
     image = via(proxy, push_user(pusher, "cache/flaky", 1200))
-    resolver = resolver_for(session, proxy)
+    resolver = make_resolver(session, proxy)
     for status in (503, 429):
         proxy.fail_status = status
         failed = (await resolver.resolve([image], deadline=deadline()))[image]
@@ -140,7 +130,7 @@ async def test_transient_errors_are_not_kept(session, proxy, pusher):
 
 async def test_an_image_pushed_after_a_404_is_seen_on_retry(session, proxy, pusher):
     image = f"{proxy.host}/cache/late:v1"
-    resolver = resolver_for(session, proxy)
+    resolver = make_resolver(session, proxy)
     missing = (await resolver.resolve([image], deadline=deadline()))[image]
     assert isinstance(missing, ImageFailure) and not missing.temporary and "404" in missing.message
     push_user(pusher, "cache/late", 1400)
@@ -151,7 +141,7 @@ async def test_an_image_pushed_after_a_404_is_seen_on_retry(session, proxy, push
 async def test_two_names_for_one_digest_share_the_image_entry(session, proxy, pusher):
     first = push_user(pusher, "cache/alias", 1500, tag="a")
     second = via(proxy, push_user(pusher, "cache/alias", 1500, tag="b"))
-    resolver = resolver_for(session, proxy)
+    resolver = make_resolver(session, proxy)
     await resolver.resolve([via(proxy, first)], deadline=deadline())
     proxy.reset()
     result = (await resolver.resolve([second], deadline=deadline()))[second]
@@ -162,7 +152,7 @@ async def test_two_names_for_one_digest_share_the_image_entry(session, proxy, pu
 
 
 async def test_the_image_cache_is_bounded(session, proxy, pusher):
-    resolver = resolver_for(session, proxy, cache_max_entries=2)
+    resolver = make_resolver(session, proxy, cache_max_entries=2)
     names = [via(proxy, push_user(pusher, "cache/bounded", 1600 + i, tag=f"t{i}")) for i in range(3)]
     for name in names:
         await resolver.resolve([name], deadline=deadline())

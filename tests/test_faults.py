@@ -53,18 +53,11 @@ def fresh(pusher, request) -> str:
     return pushed.split("/", 1)[1]
 
 
-@pytest.fixture(scope="module")
-def proxy(registry) -> Iterator[FaultProxy]:
-    server = FaultProxy(registry.url).start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def clean(proxy: FaultProxy) -> Iterator[FaultProxy]:
-    proxy.reset()
-    yield proxy
-    proxy.reset()
+def clean(fault_proxy: FaultProxy) -> Iterator[FaultProxy]:
+    fault_proxy.reset()
+    yield fault_proxy
+    fault_proxy.reset()
 
 
 @pytest.fixture
@@ -89,11 +82,11 @@ async def resolve_within(resolver: Resolver, image: str, seconds: float) -> tupl
     return result, time.monotonic() - started
 
 
-async def assert_recovers(resolver: Resolver, proxy: FaultProxy, image: str) -> None:
+async def assert_recovers(resolver: Resolver, fault_proxy: FaultProxy, image: str) -> None:
     """Nothing of the fault was cached, and the first lookup after recovery succeeds."""
     # no answer for the image was kept; a tag's digest from a HEAD that did answer may be
     assert len(resolver.users) == 0 and not isinstance(resolver.tags.peek(image), ImageFailure)
-    proxy.recover()
+    fault_proxy.recover()
     result, _ = await resolve_within(resolver, image, 10)
     assert isinstance(result, ImageUser) and result.uid == UID, result
 
@@ -213,26 +206,28 @@ async def test_redirect_to_another_loopback_host_is_followed_without_credentials
 
 async def test_a_cut_tls_handshake_is_temporary(session, registry, pushed, tmp_path):
     cert, key = self_signed(str(tmp_path), ("127.0.0.1",))
-    proxy = FaultProxy(registry.url, tls=(cert, key)).start()
+    fault_proxy = FaultProxy(registry.url, tls=(cert, key)).start()
     try:
-        image = f"{proxy.host}/{pushed}"
-        resolver = resolver_for(session, proxy.host, tls_ca=cert)
-        proxy.set_fault(Fault("tls_eof"))
+        image = f"{fault_proxy.host}/{pushed}"
+        resolver = resolver_for(session, fault_proxy.host, tls_ca=cert)
+        fault_proxy.set_fault(Fault("tls_eof"))
         result, waited = await resolve_within(resolver, image, 3)
         assert isinstance(result, ImageFailure) and result.temporary, result
-        assert f"TLS handshake with {proxy.host} failed" in result.message and waited < 1
-        await assert_recovers(resolver, proxy, image)
+        assert f"TLS handshake with {fault_proxy.host} failed" in result.message and waited < 1
+        await assert_recovers(resolver, fault_proxy, image)
     finally:
-        proxy.stop()
+        fault_proxy.stop()
 
 
 # -- the same faults as the API server meets them: over HTTPS, through `mutator serve` ---------
 
 
 @pytest.fixture(scope="module")
-def webhook(proxy, tmp_path_factory) -> Iterator[WebhookProcess]:
+def webhook(fault_proxy, tmp_path_factory) -> Iterator[WebhookProcess]:
     config = tmp_path_factory.mktemp("faults-webhook") / "config.yaml"
-    config.write_text(f'registries:\n  "{proxy.host}": {{plain_http: true}}\nlookup_timeout_seconds: 5\n')
+    config.write_text(
+        f'registries:\n  "{fault_proxy.host}": {{plain_http: true}}\nlookup_timeout_seconds: 5\n'
+    )
     process = WebhookProcess(config=str(config)).start()
     yield process
     assert process.stop() == 0

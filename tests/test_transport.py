@@ -147,18 +147,11 @@ def resolver(session: aiohttp.ClientSession, settings: dict) -> Resolver:
     return Resolver(client=RegistryClient(session=session, registries=config.registry), config=config)
 
 
-@pytest.fixture(scope="module")
-def proxy(registry) -> Iterator[FaultProxy]:
-    server = FaultProxy(registry.url).start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def counted(proxy: FaultProxy) -> Iterator[FaultProxy]:
-    proxy.reset()
-    yield proxy
-    proxy.reset()
+def counted(fault_proxy: FaultProxy) -> Iterator[FaultProxy]:
+    fault_proxy.reset()
+    yield fault_proxy
+    fault_proxy.reset()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 import urllib3
 
 from mutator.evidence import ANNOTATION
-from tests.support.faultproxy import Fault, FaultProxy
+from tests.support.faultproxy import Fault
 from tests.support.fixtures import review, with_images
 from tests.support.net import wait_for
 from tests.support.webhook import WebhookProcess, serving
@@ -23,16 +23,9 @@ pytestmark = pytest.mark.registry
 
 
 @pytest.fixture(scope="module")
-def proxy(registry) -> Iterator[FaultProxy]:
-    """The loopback registry behind a proxy the tests own, to make it answer late."""
-    front = FaultProxy(registry.url).start()
-    yield front
-    front.stop()
-
-
-@pytest.fixture(scope="module")
-def webhook(registry, silent_registry, proxy, tmp_path_factory) -> Iterator[WebhookProcess]:
-    with serving(tmp_path_factory.mktemp("warn"), registry.host, silent_registry, proxy.host) as process:
+def webhook(registry, silent_registry, fault_proxy, tmp_path_factory) -> Iterator[WebhookProcess]:
+    hosts = (registry.host, silent_registry, fault_proxy.host)
+    with serving(tmp_path_factory.mktemp("warn"), *hosts) as process:
         yield process
 
 
@@ -120,14 +113,14 @@ def test_a_fine_workload_gets_no_warning(http, webhook, images):
     assert "warnings" not in response
 
 
-def test_a_cold_image_is_answered_at_once_and_its_lookup_goes_on_into_the_cache(http, webhook, proxy,
+def test_a_cold_image_is_answered_at_once_and_its_lookup_goes_on_into_the_cache(http, webhook, fault_proxy,
                                                                                images):
     resolved = 'nonroot_mutator_registry_lookups_total{result="resolved"}'
     before = webhook.metric(resolved)
     # behind a registry that takes 1 s to answer every manifest request: a lookup restarted per
     # request would never finish in the 50 ms each one waits; only one that goes on does
-    proxy.set_fault(Fault("slow", seconds=1.0, match="/manifests/"))
-    slow_image = images["named-base"].replace(images["named-base"].split("/", 1)[0], proxy.host, 1)
+    fault_proxy.set_fault(Fault("slow", seconds=1.0, match="/manifests/"))
+    slow_image = images["named-base"].replace(images["named-base"].split("/", 1)[0], fault_proxy.host, 1)
     document = workload_review("Deployment", "apps", "deployments", deployment("cold", ("app", slow_image)))
     # ?timeout=0.3s leaves 50 ms: the image is answered "not checked yet", never waited for
     (first,) = warned(http, webhook, document, query="?timeout=0.3s")["warnings"]
@@ -140,7 +133,7 @@ def test_a_cold_image_is_answered_at_once_and_its_lookup_goes_on_into_the_cache(
     try:
         wait_for(warm, timeout=60, what="the lookup started by the first warning to reach the cache")
     finally:
-        proxy.set_fault(None)
+        fault_proxy.set_fault(None)
     assert webhook.metric(resolved) == before + 1  # one lookup, joined by every retry, then cached
 
 

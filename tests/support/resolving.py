@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 import aiohttp
 
 from mutator.config import from_mapping
 from mutator.registry.client import RegistryClient
 from mutator.resolver import Resolver
-from tests.support.registry import RegistryServer
+
+
+class Reachable(Protocol):
+    """A loopback registry, or a proxy in front of one: all a resolver needs is where it listens."""
+
+    @property
+    def host(self) -> str: ...
 
 
 async def open_session() -> AsyncIterator[aiohttp.ClientSession]:
@@ -18,7 +25,7 @@ async def open_session() -> AsyncIterator[aiohttp.ClientSession]:
         yield client_session
 
 
-def make_resolver(session: aiohttp.ClientSession, registry: RegistryServer, **settings: object) -> Resolver:
-    """A resolver reaching *registry* over plain HTTP, with further config *settings*."""
+def make_resolver(session: aiohttp.ClientSession, registry: Reachable, **settings: object) -> Resolver:
+    """A resolver reaching *registry* (or a proxy) over plain HTTP, with further config *settings*."""
     config = from_mapping({"registries": {registry.host: {"plain_http": True}}, **settings})
     return Resolver(client=RegistryClient(session=session, registries=config.registry), config=config)
