@@ -111,14 +111,7 @@ def _log_outcome(review: admission.Review, outcome: webhook.Outcome, mode: Mode,
 
 async def mutate(request: web.Request) -> web.Response:
     started = time.perf_counter()
-    mode = _MODES.get(request.match_info["mode"])
-    if mode is None:
-        raise web.HTTPNotFound(text="modes are enforce, warn and audit")
-    config = request.app[CONFIG]
-    timeout = _query_timeout(request.rel_url.raw_query_string)
-    if timeout is None:
-        timeout = config.default_admission_timeout_seconds
-    deadline = webhook.deadline_for(min(timeout, MAX_ADMISSION_TIMEOUT), loop=request.app[LOOP])
+    mode, deadline = _mode_and_deadline(request, request.match_info["mode"], budget=MAX_ADMISSION_TIMEOUT)
 
     review = await _read_review(request, mode, resources=admission.PODS)
     if isinstance(review, web.Response):
@@ -139,6 +132,18 @@ async def mutate(request: web.Request) -> web.Response:
     seconds.observe(elapsed)
     _log_outcome(review, outcome, mode, elapsed, request.app[RESOLVER])
     return web.Response(body=body, content_type="application/json")
+
+
+def _mode_and_deadline(request: web.Request, name: str, *, budget: float) -> tuple[Mode, float]:
+    """The mode the path names (404 for another) and when to answer by: the API server's
+    ``?timeout=`` (else the configured default), at most *budget* seconds, less a margin."""
+    mode = _MODES.get(name)
+    if mode is None:
+        raise web.HTTPNotFound(text="modes are enforce, warn and audit")
+    timeout = _query_timeout(request.rel_url.raw_query_string)
+    if timeout is None:
+        timeout = request.app[CONFIG].default_admission_timeout_seconds
+    return mode, webhook.deadline_for(min(timeout, budget), loop=request.app[LOOP])
 
 
 async def _read_review(request: web.Request, label: str, *,
@@ -172,14 +177,9 @@ async def _read_review(request: web.Request, label: str, *,
 
 async def warn_workloads(request: web.Request) -> web.Response:
     """Warnings only, for workloads: see :mod:`mutator.workload_warnings`."""
-    mode = _MODES.get(request.match_info.get("mode", Mode.ENFORCE.value))
-    if mode is None:
-        raise web.HTTPNotFound(text="modes are enforce, warn and audit")
+    mode, deadline = _mode_and_deadline(request, request.match_info.get("mode", Mode.ENFORCE.value),
+                                        budget=workload_warnings.BUDGET_SECONDS)
     label = f"workloads-{mode}"
-    timeout = _query_timeout(request.rel_url.raw_query_string)
-    if timeout is None:
-        timeout = request.app[CONFIG].default_admission_timeout_seconds
-    deadline = webhook.deadline_for(min(timeout, workload_warnings.BUDGET_SECONDS), loop=request.app[LOOP])
     review = await _read_review(request, label, resources=workloads.RESOURCES)
     if isinstance(review, web.Response):
         return review
