@@ -2,7 +2,10 @@
 
 Reads the cluster through kubernetes-asyncio (kubeconfig, ``--context`` or in
 cluster), resolves every image with the same resolver and config as the
-server, and gives each container a verdict:
+server, and with the same credentials its Pods pull with: their own
+``imagePullSecrets``, else their ServiceAccount's (read through that same
+client, unless ``pull_secrets: false``), then the node-wide sources. Each
+container gets a verdict:
 
 - ``fine``: a numeric non-root user, set in the manifest or by the image;
 - ``patched``: its ``runAsUser`` was set by us (the Pod's ``run-as`` annotation says so);
@@ -28,12 +31,17 @@ from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.config import ConfigException
 
 from mutator import report_render, workloads
+from mutator.access import Requester, requester
 from mutator.config import Config
-from mutator.errors import BadReview, ClusterUnreachable
+from mutator.errors import BadReview, ClusterUnreachable, InvalidReference
 from mutator.images import Resolution
 from mutator.inventory import Scan, assess
+from mutator.kube import pullsecrets
+from mutator.registry import reference
+from mutator.registry.credentials import CredentialSources, PullContext
 from mutator.resolver import Resolver
 from mutator.session import with_resolver
+from mutator.webhook import pod_pull_context
 
 LABEL = "nonroot-mutator/mode"
 # kind → list path (the namespace goes before the last segment); CronJob is batch/v1beta1 before 1.21
@@ -136,31 +144,83 @@ def _top_level(obj: Mapping[str, Any]) -> bool:
     return not any(o.get("controller") and o.get("kind") in KINDS for o in owners if isinstance(o, dict))
 
 
-async def _resolve(resolver: Resolver, images: Sequence[str], *, deadline: float,
-                   progress: TextIO | None) -> dict[str, Resolution]:
-    results: dict[str, Resolution] = {}
+Lookup = tuple[str, PullContext | None]  # an image, and whose pull credentials read it (None: the node's)
 
-    async def one(image: str) -> None:
-        results.update(await resolver.resolve([image], deadline=deadline))
+
+async def _resolve(resolver: Resolver, credentials: CredentialSources, lookups: Sequence[Lookup], *,
+                   lookup_seconds: float, progress: TextIO | None) -> dict[Lookup, Resolution]:
+    """Each (image, pull context) once, keyed by both: a private image one namespace's secret can
+    read is answered there only; the resolver's access gate gives the others what they may read.
+
+    Per image, one context per distinct set of credentials goes first, one at a time: the
+    resolver shares a lookup in flight whoever's credentials it carries, so an anonymous one
+    started first would hand its 401 to a Pod that can pull the image. The rest follow
+    together, answered from the cache and screened by the gate with their own credentials.
+    """
+    results: dict[Lookup, Resolution] = {}
+
+    async def one(image: str, pull: PullContext | None) -> None:
+        deadline = asyncio.get_running_loop().time() + lookup_seconds
+        results[(image, pull)] = (await resolver.resolve([image], deadline=deadline, pull=pull))[image]
         if progress is not None:
-            progress.write(f"\rresolving images: {len(results)}/{len(images)}")
+            progress.write(f"\rresolving images: {len(results)}/{len(lookups)}")
             progress.flush()
 
-    await asyncio.gather(*(one(image) for image in images))
-    if progress is not None and images:
+    async def each(image: str, pulls: list[PullContext | None]) -> None:
+        first: list[PullContext | None] = []
+        rest: list[PullContext | None] = []
+        seen: set[Requester | None] = set()
+        for pull in pulls:
+            who = await _requester(credentials, image, pull)
+            (rest if who in seen else first).append(pull)
+            seen.add(who)
+        for pull in first:
+            await one(image, pull)
+        await asyncio.gather(*(one(image, pull) for pull in rest))
+
+    by_image: dict[str, list[PullContext | None]] = {}
+    for image, pull in lookups:
+        by_image.setdefault(image, []).append(pull)
+    await asyncio.gather(*(each(image, pulls) for image, pulls in by_image.items()))
+    if progress is not None and lookups:
         progress.write("\n")
     return results
 
 
-async def scan(api: kube_client.ApiClient, resolver: Resolver, *, scan_: Scan, namespaces: Sequence[str],
-               lookup_seconds: float, progress: TextIO | None) -> Scan:
-    modes, objects = await collect(api, by=scan_.by, namespaces=namespaces)
-    images = sorted({c.get("image") for kind, obj in objects for c in _all_containers(obj, kind)
-                     if isinstance(c.get("image"), str) and c.get("image")})
-    deadline = asyncio.get_running_loop().time() + lookup_seconds
-    resolutions = await _resolve(resolver, images, deadline=deadline, progress=progress)
+async def _requester(credentials: CredentialSources, image: str,
+                     pull: PullContext | None) -> Requester | None:
+    """Who the registry will see reading *image* for *pull* (None: a name nobody can read)."""
+    try:
+        ref = reference.parse(image)
+    except InvalidReference:
+        return None
+    return requester(tuple(await credentials.credentials(ref, pull=pull)))
+
+
+async def scan(resolver: Resolver, collected: tuple[dict[str, str], list[tuple[str, dict[str, Any]]]], *,
+               scan_: Scan, lookup_seconds: float, progress: TextIO | None,
+               credentials: CredentialSources, pull_secrets: pullsecrets.PullSecrets | None) -> Scan:
+    """Resolve every image of what :func:`collect` returned (*collected*) with the pull
+    credentials of the objects running it, and assess each container.
+
+    With *pull_secrets* each object's images are read as its Pods will pull them (the
+    server's :func:`~mutator.webhook.pod_pull_context`); without, with the node's sources only.
+    """
+    modes, objects = collected
+    if pull_secrets is not None:
+        await pull_secrets.settle()  # bounded: a miss after it is one GET
+    wanted: list[tuple[str, dict[str, Any], list[Lookup]]] = []
     for kind, obj in objects:
+        pull = _pull_context(obj, kind) if pull_secrets is not None else None
+        images = dict.fromkeys(c["image"] for c in _all_containers(obj, kind)
+                               if isinstance(c.get("image"), str) and c["image"])
+        wanted.append((kind, obj, [(image, pull) for image in images]))
+    lookups = list(dict.fromkeys(lookup for _, _, pairs in wanted for lookup in pairs))
+    resolved = await _resolve(resolver, credentials, lookups, lookup_seconds=lookup_seconds,
+                              progress=progress)
+    for kind, obj, pairs in wanted:
         namespace = (obj.get("metadata") or {}).get("namespace", "")
+        resolutions = {image: resolved[(image, pull)] for image, pull in pairs}
         try:
             scan_.rows.extend(assess(obj, kind, mode=modes.get(namespace, ""), resolutions=resolutions))
         except BadReview as exc:
@@ -168,6 +228,13 @@ async def scan(api: kube_client.ApiClient, resolver: Resolver, *, scan_: Scan, n
             scan_.skipped.append(f"{kind.lower()}/{name} in {namespace}: {exc}")
     scan_.rows.sort(key=lambda r: (r.namespace, r.workload, r.container))
     return scan_
+
+
+def _pull_context(obj: Mapping[str, Any], kind: str) -> PullContext:
+    """Whose pull credentials read *obj*'s images: the same rule, and function, as the server's."""
+    namespace = (obj.get("metadata") or {}).get("namespace")
+    namespace = namespace if isinstance(namespace, str) else ""
+    return pod_pull_context(workloads.pod_spec(obj, kind), namespace=namespace)
 
 
 def _all_containers(obj: Mapping[str, Any], kind: str) -> list[dict[str, Any]]:
@@ -192,18 +259,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", choices=("table", "json", "markdown", "html"), default="table")
 
 
-def run(args: argparse.Namespace, config: Config) -> int:
-    async def work(resolver: Resolver) -> Scan:
-        api, context = await connect(kubeconfig=args.kubeconfig, context=args.context,
-                                     in_cluster=args.in_cluster)
-        async with api:
+async def _scan_cluster(args: argparse.Namespace, config: Config) -> Scan:
+    api, context = await connect(kubeconfig=args.kubeconfig, context=args.context, in_cluster=args.in_cluster)
+    async with api:
+        collected = await collect(api, by=args.by, namespaces=args.namespaces)
+        # only once the cluster answered: an unreachable one is one line on stderr, not one per informer
+        async with pullsecrets.on_client(api, enabled=config.pull_secrets) as secrets:
+            credentials = args.credentials.with_pods(secrets)
             progress = sys.stderr if sys.stderr.isatty() else None
-            return await scan(api, resolver, scan_=Scan(api.configuration.host, context, args.by),
-                              namespaces=args.namespaces, lookup_seconds=config.lookup_timeout_seconds + 1,
-                              progress=progress)
 
+            async def work(resolver: Resolver) -> Scan:
+                return await scan(resolver, collected, scan_=Scan(api.configuration.host, context, args.by),
+                                  lookup_seconds=config.lookup_timeout_seconds + 1, progress=progress,
+                                  credentials=credentials, pull_secrets=secrets)
+
+            return await with_resolver(config, work, credentials=credentials)
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
     try:
-        result = asyncio.run(with_resolver(config, work, credentials=args.credentials))
+        result = asyncio.run(_scan_cluster(args, config))
     except ClusterUnreachable as exc:
         print(f"mutator report: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -114,7 +114,7 @@ class Informer(Generic[V]):
             except KubeError as exc:
                 if exc.status == 403:
                     log.warning(
-                        "not allowed to list/watch %s (%s); reading them one GET per admission instead. "
+                        "not allowed to list/watch %s (%s); reading them one GET per name instead. "
                         "Grant list and watch on %s to keep them cached", self.resource.plural, exc,
                         self.resource.plural,
                     )

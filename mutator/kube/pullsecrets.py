@@ -23,9 +23,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 from cachetools import TTLCache
@@ -105,8 +106,10 @@ def _names(entries: Any) -> tuple[str, ...]:
 class PullSecrets:
     """The ``PodKeyrings`` source backed by the cluster (informers over Secrets and ServiceAccounts)."""
 
-    def __init__(self, api: client.ApiClient, *, fetched_seconds: float = FETCHED_SECONDS) -> None:
+    def __init__(self, api: client.ApiClient, *, fetched_seconds: float = FETCHED_SECONDS,
+                 owns_api: bool = True) -> None:
         self._api = api
+        self._owns_api = owns_api  # False: the client is the caller's, who closes it
         # A field selector takes one value per field, so one informer per Secret type:
         # service-account tokens and every other Secret never reach us.
         self._secrets = [
@@ -138,11 +141,31 @@ class PullSecrets:
             return True
         return asyncio.get_running_loop().time() - self._started >= READY_WAIT_SECONDS
 
+    async def settle(self) -> bool:
+        """Wait for every first list (done, or forbidden), at most until :attr:`ready` would say yes
+        regardless; True if all finished.
+
+        For a one-off reader (``mutator report``) that wants its answers from the lists, not
+        from one GET per name, yet must not hang on a slow API server: a miss after the wait
+        is still fetched by GET.
+        """
+        left = self._started + READY_WAIT_SECONDS - asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(max(0.0, left)):
+                for informer in self.informers:
+                    await informer.listed.wait()
+        except TimeoutError:
+            log.info("pull secrets: the first lists took over %g s; reading misses one GET each",
+                     READY_WAIT_SECONDS)
+            return False
+        return True
+
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._api.close()
+        if self._owns_api:
+            await self._api.close()
 
     # -- the PodKeyrings hook -------------------------------------------------------------------
     async def keyring(self, pod: PodPull) -> Keyring | None:
@@ -189,7 +212,7 @@ async def from_config(*, enabled: bool, kubeconfig: str | None) -> PullSecrets |
     Raises :class:`~mutator.errors.ConfigError` for a named kubeconfig that cannot be used.
     """
     if not enabled:
-        log.info("pull secrets are not read (pull_secrets: false): only node-wide credentials apply")
+        _disabled()
         return None
     api = await api_client(kubeconfig=kubeconfig)
     if api is None:
@@ -200,3 +223,26 @@ async def from_config(*, enabled: bool, kubeconfig: str | None) -> PullSecrets |
     secrets = PullSecrets(api)
     secrets.start()
     return secrets
+
+
+@contextlib.asynccontextmanager
+async def on_client(api: client.ApiClient, *, enabled: bool) -> AsyncIterator[PullSecrets | None]:
+    """Pull secrets read through a client the caller already has (``mutator report``, whose
+    ``--kubeconfig``, ``--context`` or ``--in-cluster`` chose the cluster); ``None`` when not *enabled*.
+
+    The informers start here and stop on exit; the client stays open, it is the caller's.
+    """
+    if not enabled:
+        _disabled()
+        yield None
+        return
+    secrets = PullSecrets(api, owns_api=False)
+    secrets.start()
+    try:
+        yield secrets
+    finally:
+        await secrets.close()
+
+
+def _disabled() -> None:
+    log.info("pull secrets are not read (pull_secrets: false): only node-wide credentials apply")

@@ -83,6 +83,11 @@ class CredentialSources:
         path = docker_config or config.docker_config
         return cls(pods=pods, plugins=plugins, docker_config=load_docker_config(path) if path else None)
 
+    def with_pods(self, pods: PodKeyrings | None) -> CredentialSources:
+        """These sources with *pods* first: for a command that reads the cluster only after its
+        node-wide sources (plugins, Docker config) were loaded and checked (``mutator report``)."""
+        return CredentialSources(pods=pods, plugins=self._plugins, docker_config=self._docker_config)
+
     async def credentials(self, ref: Reference, *, pull: PullContext | None = None) -> tuple[Credential, ...]:
         """Candidates for reading *ref*, best first, from the first source that has any; () is anonymous."""
         found: list[Credential] = []

@@ -21,7 +21,10 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.auth import TestCA, basic, htpasswd
 from tests.support.chart import NAMESPACE
+from tests.support.images import Pusher, layer, passwd
+from tests.support.registry import RegistryServer
 from tests.support.webhook import WebhookProcess
 
 from .cluster import KubeCluster
@@ -175,3 +178,35 @@ def pod_manifest(name: str, *containers: tuple[str, str], labels: dict[str, str]
         "metadata": {"name": name, "labels": labels or {}},
         "spec": {"containers": [{"name": n, "image": i} for n, i in containers], **spec},
     }
+
+
+# --- a private registry: what pull secrets are for -------------------------------------------------
+
+ALICE = ("alice", "alice-pw-e2e-4c1d")
+PUSHER = ("pusher", "pusher-pw-e2e-8b2f")
+
+
+@dataclass(frozen=True)
+class Private:
+    host: str
+    ca_file: str
+    images: dict[str, str]  # name -> reference, all needing alice's credentials
+
+
+@pytest.fixture(scope="module")
+def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private]:
+    """A TLS registry with htpasswd auth, on loopback: its images open only to ALICE's credentials
+    (the webhook's tests, through pull secrets; the report's, the same way)."""
+    ca = TestCA(tmp_path_factory.mktemp("pull-ca"))
+    cert, key = ca.server_cert("pull-registry")
+    users = htpasswd(tmp_path_factory.mktemp("pull-htpasswd") / "htpasswd", dict([ALICE, PUSHER]))
+    server = RegistryServer(tls_cert=cert, tls_key=key, ca_file=ca.cert_file,
+                            auth={"htpasswd": {"realm": "e2e-pull", "path": users}}).start()
+    try:
+        pusher = Pusher(server.url, context=ca.client_context(), authorization=basic(*PUSHER))
+        images = {name: pusher.image(f"private/{name}", "v1", user="app",
+                                     layers=[layer({"etc/passwd": passwd(("app", uid, uid))})]).reference
+                  for name, uid in (("shared", 1401), ("account", 1402), ("never", 1403))}
+        yield Private(server.host, ca.cert_file, images)
+    finally:
+        server.stop()

@@ -13,7 +13,6 @@ import json
 import logging
 import secrets
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +21,11 @@ import pytest
 from mutator.kube import pullsecrets
 from mutator.kube.informer import State
 from mutator.registry.credentials import PullContext
-from tests.support.auth import TestCA, basic, htpasswd
-from tests.support.images import Pusher, layer, passwd
-from tests.support.registry import RegistryServer
 
 from .cluster import KubeCluster, wait_for
-from .conftest import Registered, pod_manifest, serving
+from .conftest import ALICE, Private, Registered, pod_manifest, serving
 from .webhook_config import LABEL
 
-ALICE = ("alice", "alice-pw-e2e-4c1d")
-PUSHER = ("pusher", "pusher-pw-e2e-8b2f")
 ACCESS = "nonroot_mutator_cache_lookups_total{cache=\"access\""
 LOOKUPS = "nonroot_mutator_registry_lookups_total"
 # What the README asks an operator to grant the webhook's ServiceAccount.
@@ -41,30 +35,6 @@ PULL_SECRET_RULES = [{"apiGroups": [""], "resources": ["secrets", "serviceaccoun
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(3)}"
-
-
-@dataclass(frozen=True)
-class Private:
-    host: str
-    ca_file: str
-    images: dict[str, str]  # name -> reference, all needing alice's credentials
-
-
-@pytest.fixture(scope="module")
-def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private]:
-    ca = TestCA(tmp_path_factory.mktemp("pull-ca"))
-    cert, key = ca.server_cert("pull-registry")
-    users = htpasswd(tmp_path_factory.mktemp("pull-htpasswd") / "htpasswd", dict([ALICE, PUSHER]))
-    server = RegistryServer(tls_cert=cert, tls_key=key, ca_file=ca.cert_file,
-                            auth={"htpasswd": {"realm": "e2e-pull", "path": users}}).start()
-    try:
-        pusher = Pusher(server.url, context=ca.client_context(), authorization=basic(*PUSHER))
-        images = {name: pusher.image(f"private/{name}", "v1", user="app",
-                                     layers=[layer({"etc/passwd": passwd(("app", uid, uid))})]).reference
-                  for name, uid in (("shared", 1401), ("account", 1402), ("never", 1403))}
-        yield Private(server.host, ca.cert_file, images)
-    finally:
-        server.stop()
 
 
 def docker_config(host: str, user: str, password: str, *, legacy: bool = False) -> dict[str, Any]:
@@ -83,11 +53,13 @@ def apply(kube: KubeCluster, namespace: str, *objects: dict[str, Any]) -> None:
                  input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}))
 
 
-def service_account_kubeconfig(kube: KubeCluster, directory: Path, *, verbs: list[str]) -> Path:
-    """A kubeconfig for a new ServiceAccount granted *verbs* on Secrets and ServiceAccounts, cluster-wide."""
+def service_account_kubeconfig(kube: KubeCluster, directory: Path, *, verbs: list[str],
+                               extra_rules: list[dict[str, Any]] | None = None) -> Path:
+    """A kubeconfig for a new ServiceAccount granted *verbs* on Secrets and ServiceAccounts (and
+    *extra_rules*), cluster-wide."""
     namespace, name = unique("e2e-mutator"), "nonroot-mutator"
     kube.create_namespace(namespace)
-    rules = [{**rule, "verbs": verbs} for rule in PULL_SECRET_RULES]
+    rules = [{**rule, "verbs": verbs} for rule in PULL_SECRET_RULES] + list(extra_rules or ())
     role = f"{namespace}-pull-secrets"
     kube.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}},

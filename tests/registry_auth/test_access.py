@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from mutator import metrics
+from mutator import metrics, report
 from mutator.config import from_mapping
 from mutator.images import ImageFailure, ImageUser
 from mutator.registry.credentials import CredentialSources, PullContext
@@ -171,3 +171,25 @@ async def test_a_check_the_registry_cannot_answer_is_temporary_and_not_kept(regi
         assert len(proxy.seen(lambda s: s.method == "HEAD")) == heads
     finally:
         proxy.stop()
+
+
+async def test_the_report_reads_a_private_image_for_every_namespace_that_may_whatever_the_order(
+        token_registry, resolver_for, sent):
+    """``mutator report`` resolves every (image, pull context) at once. The resolver shares a lookup in
+    flight whoever's credentials it carries, so the namespaces without credentials listed first must not
+    hand their refusal to those that have some; and those with the same credentials cost nothing more."""
+    sources = _sources(token_registry.server.host)
+    resolver = resolver_for(token_registry.config, sources)
+    image = token_registry.private
+    order = ["team-b", "team-d", "team-a", "team-c", "team-z"]  # none, bob, alice, alice again, none
+    lookups = [(image, PullContext(namespace)) for namespace in order]
+    found = await report._resolve(resolver, sources, lookups, lookup_seconds=10, progress=None)
+    readable = {pull.namespace for (_, pull), result in found.items() if isinstance(result, ImageUser)}
+    assert readable == {"team-a", "team-c"}, found
+    assert found[(image, PullContext("team-c"))].uid == 1202
+    for namespace in ("team-b", "team-d", "team-z"):
+        failure = found[(image, PullContext(namespace))]
+        assert isinstance(failure, ImageFailure) and not failure.temporary, failure
+    # the image was read once: team-c, with alice's credentials too, was answered from the cache
+    blobs = [s.url for s in sent if "/blobs/" in s.url and s.status == 200]
+    assert blobs and len(blobs) == len(set(blobs)), blobs
