@@ -20,7 +20,6 @@ from mutator import metrics
 
 log = logging.getLogger(__name__)
 
-ADMISSION_PREFIX = "/mutate/"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -32,23 +31,24 @@ class Drain:
         self.inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        # read at scrape time, not written per admission
+        metrics.INFLIGHT_ADMISSIONS.set_function(lambda: self.inflight)
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path == "/readyz" and self.draining:
-            return web.Response(status=503, text="shutting down\n")
-        if not request.path.startswith(ADMISSION_PREFIX):
-            return await handler(request)
-        self.inflight += 1
-        self._idle.clear()
-        metrics.INFLIGHT_ADMISSIONS.inc()
-        try:
-            return await handler(request)
-        finally:
-            self.inflight -= 1
-            metrics.INFLIGHT_ADMISSIONS.dec()
-            if self.inflight == 0:
-                self._idle.set()
+    def track(self, handler: Handler) -> Handler:
+        """*handler*, counted while in flight. A wrapper on the admission routes rather than a
+        middleware: a middleware runs for every path and costs each admission a coroutine layer."""
+        async def tracked(request: web.Request) -> web.StreamResponse:
+            self.inflight += 1
+            if self.inflight == 1:
+                self._idle.clear()
+            try:
+                return await handler(request)
+            finally:
+                self.inflight -= 1
+                if self.inflight == 0:
+                    self._idle.set()
+
+        return tracked
 
     async def drain(self, *, bound: float) -> None:
         """Report not ready, then wait until nothing is in flight (at most *bound* seconds)."""

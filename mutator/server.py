@@ -37,10 +37,12 @@ from mutator import (
     workload_warnings,
     workloads,
 )
+from mutator import memo as memo_module
 from mutator.admission import Review
 from mutator.config import Config
 from mutator.errors import BadReview
 from mutator.kube import pullsecrets
+from mutator.memo import Memo
 from mutator.policy import Mode
 from mutator.registry.client import RegistryClient
 from mutator.registry.credentials import CredentialSources
@@ -58,6 +60,8 @@ RESOLVER = web.AppKey("resolver", Resolver)
 CONFIG = web.AppKey("config", Config)
 LOOP = web.AppKey("loop", asyncio.AbstractEventLoop)
 PULL_SECRETS = web.AppKey("pull_secrets", pullsecrets.PullSecrets)
+MEMO = web.AppKey("memo", Memo)
+DRAIN = web.AppKey("drain", lifecycle.Drain)
 
 
 @functools.lru_cache(maxsize=64)  # the API server sends the same few values every time
@@ -70,8 +74,10 @@ def parse_timeout(text: str | None) -> float | None:
     return total if total > 0 else None
 
 
-def _bad_request(reason: str, mode: str) -> web.Response:
+def _bad_request(request: web.Request, reason: str, mode: str) -> web.Response:
+    """A 400 that says why, counted and logged: a misrouted webhook rule is otherwise invisible."""
     metrics.ADMISSIONS.labels(mode, "bad_request").inc()
+    logs.bad_request(reason=reason, path=request.path, remote=request.remote)
     return web.json_response({"error": reason}, status=400)
 
 
@@ -95,8 +101,7 @@ def _counted(mode: Mode, result: str) -> tuple[Any, Any]:
     return metrics.ADMISSIONS.labels(mode.value, result), metrics.ADMISSION_SECONDS.labels(mode.value, result)
 
 
-def _log_outcome(review: admission.Review, outcome: webhook.Outcome, mode: Mode, elapsed: float,
-                 resolver: Resolver) -> None:
+def _log_outcome(review: admission.Review, outcome: webhook.Outcome, mode: Mode, elapsed: float) -> None:
     """One line per patched or refused admission (or one allowed with warnings): see :mod:`mutator.logs`.
     A plain allow is only counted, so the warm path does not pay for a log line."""
     decision = outcome.decision
@@ -105,33 +110,45 @@ def _log_outcome(review: admission.Review, outcome: webhook.Outcome, mode: Mode,
     logs.admission_decided(
         review=review, mode=mode.value, result=outcome.result, seconds=elapsed,
         allowed=decision.allowed, message=decision.message, warnings=decision.warnings,
-        outcomes=decision.outcomes, known=resolver.peek,
+        found=outcome.found,
     )
 
 
 async def mutate(request: web.Request) -> web.Response:
     started = time.perf_counter()
     mode, deadline = _mode_and_deadline(request, request.match_info["mode"], budget=MAX_ADMISSION_TIMEOUT)
-
-    review = await _read_review(request, mode, resources=admission.PODS)
-    if isinstance(review, web.Response):
-        return review
+    body = await _read_body(request, mode)
+    if isinstance(body, web.Response):
+        return body
+    resolver, memo = request.app[RESOLVER], request.app[MEMO]
+    seen = memo_module.envelope(body, mode)
+    review: Review | None = seen.review if seen is not None else None
     try:
-        outcome = await webhook.handle(review, mode=mode, resolver=request.app[RESOLVER], deadline=deadline)
+        outcome = (await webhook.answer_known(seen, mode=mode, resolver=resolver, memo=memo,
+                                              deadline=deadline) if seen is not None else None)
+        if outcome is None:
+            review = _decode(request, body, mode, resources=admission.PODS)
+            if isinstance(review, web.Response):
+                return review
+            outcome = await webhook.handle(review, mode=mode, resolver=resolver, deadline=deadline,
+                                           memo=memo, key=seen.key if seen is not None else None)
     except BadReview as exc:
-        return _bad_request(str(exc), mode)
+        return _bad_request(request, str(exc), mode)
     except Exception:  # a bug: logged in full, answered by the mode's failure policy
-        log.exception("internal error deciding on review uid=%s", review.uid)
+        uid = review.uid if review is not None else "?"
+        log.exception("internal error deciding on review uid=%s", uid)
         metrics.ADMISSIONS.labels(mode, "error").inc()
+        if review is None:
+            return _bad_request(request, "request could not be read (internal error, logged)", mode)
         return web.json_response(webhook.internal_error(review, mode=mode))
 
-    body = orjson.dumps(outcome.response)
+    answer = orjson.dumps(outcome.response)
     elapsed = time.perf_counter() - started
     count, seconds = _counted(mode, outcome.result)
     count.inc()
     seconds.observe(elapsed)
-    _log_outcome(review, outcome, mode, elapsed, request.app[RESOLVER])
-    return web.Response(body=body, content_type="application/json")
+    _log_outcome(outcome.review, outcome, mode, elapsed)
+    return web.Response(body=answer, content_type="application/json")
 
 
 def _mode_and_deadline(request: web.Request, name: str, *, budget: float) -> tuple[Mode, float]:
@@ -149,30 +166,43 @@ def _mode_and_deadline(request: web.Request, name: str, *, budget: float) -> tup
 async def _read_review(request: web.Request, label: str, *,
                        resources: frozenset[tuple[str, str]]) -> Review | web.Response:
     """The validated review in the request, or the 400 that answers it (counted under *label*)."""
+    body = await _read_body(request, label)
+    return body if isinstance(body, web.Response) else _decode(request, body, label, resources=resources)
+
+
+async def _read_body(request: web.Request, label: str) -> bytes | web.Response:
+    """The request's body, or the 400 that answers it: not JSON, too large, or unreadable."""
     if request.content_type not in _JSON_TYPES:
-        return _bad_request(f"Content-Type {request.content_type!r} is not JSON: send application/json",
-                            label)
+        return _bad_request(
+            request, f"Content-Type {request.content_type!r} is not JSON: send application/json", label)
     if (request.content_length or 0) > admission.MAX_BODY_BYTES:
-        return _bad_request(f"request body is larger than {admission.MAX_BODY_BYTES} bytes", label)
+        return _bad_request(request, f"request body is larger than {admission.MAX_BODY_BYTES} bytes", label)
     try:
         body = await request.read()  # a gzip/deflate body is inflated; the bound counts inflated bytes
     except web.HTTPRequestEntityTooLarge:
-        return _bad_request(f"request body is larger than {admission.MAX_BODY_BYTES} bytes", label)
+        return _bad_request(request, f"request body is larger than {admission.MAX_BODY_BYTES} bytes", label)
     except (RequestPayloadError, ConnectionResetError) as exc:  # corrupt gzip/deflate, or cut short
         cause = exc.__cause__ or exc
         reason = " ".join(str(getattr(cause, "message", None) or cause).split())
         # The stream is unusable: mark it ended so that aiohttp does not drain it again, and close.
         request.content.feed_eof()
-        response = _bad_request(f"request body could not be read: {reason}", label)
+        response = _bad_request(request, f"request body could not be read: {reason}", label)
         response.force_close()
         return response
+    if len(body) > admission.MAX_BODY_BYTES:  # chunked, with no Content-Length to refuse it by
+        return _bad_request(request, f"request body is larger than {admission.MAX_BODY_BYTES} bytes", label)
+    return body
+
+
+def _decode(request: web.Request, body: bytes, label: str, *,
+            resources: frozenset[tuple[str, str]]) -> Review | web.Response:
     try:
         return admission.decode(body, resources=resources)
     except BadReview as exc:
-        return _bad_request(str(exc), label)
+        return _bad_request(request, str(exc), label)
     except Exception:  # a bug: logged in full, never a 500 with a traceback
         log.exception("internal error reading a review on %s", request.path)
-        return _bad_request("request could not be read (internal error, logged)", label)
+        return _bad_request(request, "request could not be read (internal error, logged)", label)
 
 
 async def warn_workloads(request: web.Request) -> web.Response:
@@ -187,7 +217,7 @@ async def warn_workloads(request: web.Request) -> web.Response:
         response = await workload_warnings.handle(
             review, mode=mode, resolver=request.app[RESOLVER], deadline=deadline)
     except BadReview as exc:
-        return _bad_request(str(exc), label)
+        return _bad_request(request, str(exc), label)
     except Exception:  # a bug: logged; warnings fail open, as their webhook does
         log.exception("internal error warning on review uid=%s", review.uid)
         metrics.ADMISSIONS.labels(label, "error").inc()
@@ -201,6 +231,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    drain = request.app.get(DRAIN)
+    if drain is not None and drain.draining:
+        return web.Response(status=503, text="shutting down\n")
     if RESOLVER not in request.app:
         return web.Response(status=503, text="starting\n")
     pods = request.app.get(PULL_SECRETS)
@@ -215,14 +248,21 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return response
 
 
+def _untracked(handler: lifecycle.Handler) -> lifecycle.Handler:
+    return handler
+
+
 def make_app(config: Config, *, drain: lifecycle.Drain | None = None) -> web.Application:
-    middlewares = [logs.log_bad_requests] + ([drain.middleware] if drain is not None else [])
     # One byte over the limit so that an oversized body is seen and answered with a 400.
-    app = web.Application(client_max_size=admission.MAX_BODY_BYTES + 1, middlewares=middlewares)
+    app = web.Application(client_max_size=admission.MAX_BODY_BYTES + 1)
     app[CONFIG] = config
-    app.router.add_post("/mutate/{mode}", mutate)
-    app.router.add_post("/warn/workloads", warn_workloads)
-    app.router.add_post("/warn/workloads/{mode}", warn_workloads)
+    if drain is not None:
+        app[DRAIN] = drain
+    track = drain.track if drain is not None else _untracked
+    app[MEMO] = Memo()
+    app.router.add_post("/mutate/{mode}", track(mutate))
+    app.router.add_post("/warn/workloads", track(warn_workloads))
+    app.router.add_post("/warn/workloads/{mode}", track(warn_workloads))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
@@ -320,5 +360,6 @@ async def serve(config: Config, *, host: str, port: int, ssl_context: ssl.SSLCon
             watcher.cancel()
         for runner in reversed(runners):
             await runner.cleanup()
+        logs.flush()
     log.info("stopped")
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from mutator import admission, evidence, findings, metrics, policy
 from mutator.admission import AdmissionReviewDoc, Review
+from mutator.findings import Finding
 from mutator.images import ImageFailure
+from mutator.memo import Decided, Memo, Seen
 from mutator.policy import Decision, Mode
 from mutator.registry.credentials import PullContext
 from mutator.resolver import DEADLINE_MESSAGE, Resolver
@@ -25,6 +27,7 @@ class Outcome:
     review: Review
     decision: Decision | None  # None: the request was not ours to change
     response: AdmissionReviewDoc
+    found: tuple[Finding, ...] = ()  # per container, for the log line
 
     @property
     def result(self) -> str:
@@ -35,11 +38,33 @@ class Outcome:
         return "patched" if self.decision.patch else "allowed"
 
 
-async def handle(review: Review, *, mode: Mode, resolver: Resolver, deadline: float) -> Outcome:
+async def answer_known(seen: Seen, *, mode: Mode, resolver: Resolver, memo: Memo,
+                       deadline: float) -> Outcome | None:
+    """The answer to a Pod decided before, if the resolver still gives the answers it was decided on.
+
+    ``None``: decide it with :func:`handle`. The resolver is asked as for any Pod
+    (its caches, its access checks), so nothing is reused that it would now answer
+    differently: see :mod:`mutator.memo`.
+    """
+    known = memo.get(seen.key)
+    if known is None:
+        return None
+    resolutions = (await resolver.resolve(known.images, deadline=deadline, pull=known.pull)
+                   if known.images else {})
+    if not known.still_holds(resolutions):
+        return None
+    _count_containers(known.decision, mode)
+    return Outcome(seen.review, known.decision, known.respond(seen.review.uid), known.found)
+
+
+async def handle(review: Review, *, mode: Mode, resolver: Resolver, deadline: float,
+                 memo: Memo | None = None, key: Hashable = None) -> Outcome:
     """Decide on a validated review; raises :class:`BadReview` if its object is malformed.
 
     *deadline* is in ``loop.time()`` terms: image lookups still running then
-    count as temporary failures, so the answer always leaves in time.
+    count as temporary failures, so the answer always leaves in time. With
+    *memo* and the *key* :func:`mutator.memo.envelope` gave this review, the
+    decision is kept for the Pods that repeat it.
     """
     target = admission.target(review)
     if target is None or not target.containers:
@@ -51,9 +76,8 @@ async def handle(review: Review, *, mode: Mode, resolver: Resolver, deadline: fl
     if any(r.message == DEADLINE_MESSAGE for r in resolutions.values() if isinstance(r, ImageFailure)):
         _deadline_counter(mode).inc()
     decision = policy.decide(target, resolutions, mode)
-    for _, outcome in decision.outcomes:
-        _container_counter(mode, outcome).inc()
-    found = findings.collect(target, resolutions, decision)
+    _count_containers(decision, mode)
+    found = tuple(findings.collect(target, resolutions, decision))
     patch = list(decision.patch)
     if patch and review.operation == "CREATE" and not review.sub_resource:
         # Only a Pod CREATE stores metadata we may add to; subresource updates ignore it.
@@ -68,7 +92,15 @@ async def handle(review: Review, *, mode: Mode, resolver: Resolver, deadline: fl
         message=decision.message,
         audit_annotations=evidence.audit_annotations(found, mode=mode.value, result=result),
     )
-    return Outcome(review, decision, response)
+    if memo is not None and key is not None:
+        memo.keep(key, Decided(tuple(images), pull, tuple(resolutions[i] for i in images), decision, found,
+                               response))
+    return Outcome(review, decision, response, found)
+
+
+def _count_containers(decision: Decision, mode: Mode) -> None:
+    for _, outcome in decision.outcomes:
+        _container_counter(mode, outcome).inc()
 
 
 def internal_error(review: Review, *, mode: Mode) -> AdmissionReviewDoc:

@@ -1,0 +1,109 @@
+"""Admission lines written in batches: the same line the JSON formatter writes, in time order, and only
+when that formatter on stderr is the one handler."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from mutator import admission, logs
+from mutator.admission import Container
+from mutator.findings import Finding
+
+REVIEW = admission.Review(uid="u-1", operation="CREATE", kind="Pod", resource="pods", sub_resource="",
+                          namespace="team", name="web-*", object=None, old_object=None, dry_run=False)
+FOUND = (Finding(Container("containers", "app", "img/app:1", "/spec/containers/0", None), "patch", "USER app",
+                 user="app", uid=1000, gid=1000, digest="sha256:" + "a" * 64),)
+
+
+class Err:
+    """What the process wrote to stderr so far (pytest swaps sys.stderr per test phase)."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self._capsys = capsys
+        self._seen = ""
+
+    def getvalue(self) -> str:
+        self._seen += self._capsys.readouterr().err
+        return self._seen
+
+
+@pytest.fixture
+def stderr(capsys: pytest.CaptureFixture[str]) -> Iterator[Err]:
+    buffer = Err(capsys)
+    root = logging.getLogger()
+    kept = root.handlers[:], root.level
+    root.handlers = []  # pytest's own capture handlers aside: ours is to be the only one
+    logs.setup(fmt="json")
+    yield buffer
+    logs.flush()
+    root.handlers, _ = kept
+    root.setLevel(kept[1])
+    logs._BATCH.handler = None
+
+
+def alone() -> None:
+    """Our handler as the only one: pytest adds its own to the root logger for each test phase."""
+    assert logs._BATCH.handler is not None
+    logging.getLogger().handlers = [logs._BATCH.handler]
+
+
+def decided(**overrides: Any) -> None:
+    arguments: dict[str, Any] = dict(review=REVIEW, mode="enforce", result="patched", seconds=0.0012,
+                                     allowed=True, message="", warnings=(), found=FOUND)
+    logs.admission_decided(**(arguments | overrides))
+
+
+def lines(buffer: Err) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in buffer.getvalue().splitlines()]
+
+
+def test_a_batched_line_is_the_line_the_formatter_writes(stderr):
+    alone()
+    decided()  # no loop running, so nothing would flush it later: written at once
+    assert not logs._BATCH.pending
+    batched = lines(stderr)[0]
+    logs._BATCH.handler = None  # the same event through logging and the JSON formatter
+    decided()
+    formatted = lines(stderr)[1]
+    times = batched.pop("time"), formatted.pop("time")
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", t) for t in times)
+    assert batched == formatted
+    assert batched["containers"][0] == {
+        "container": "app", "image": "img/app:1", "decision": "patch", "digest": "sha256:" + "a" * 64,
+        "user": "app", "uid": 1000, "gid": 1000}
+
+
+async def test_lines_wait_at_most_the_flush_interval_and_stay_in_time_order(stderr):
+    loop = asyncio.get_running_loop()
+    alone()
+    decided()
+    decided(result="refused", allowed=False, message="runs as root")
+    timer = logs._BATCH._timer
+    assert timer is not None and timer.when() <= loop.time() + logs.FLUSH_SECONDS
+    assert stderr.getvalue() == ""
+    logs.event("registry lookup failed", level=logging.WARNING, kind="registry_failure")  # flushes first
+    assert [(line["msg"], line["level"]) for line in lines(stderr)] == [
+        ("admission patched", "info"), ("admission refused", "warning"),
+        ("registry lookup failed", "warning")]
+    assert logs._BATCH._timer is None and not logs._BATCH.pending
+
+
+def test_with_another_handler_every_line_goes_through_logging(stderr, caplog):
+    with caplog.at_level(logging.INFO):
+        decided()
+    assert not logs._BATCH.pending
+    assert [r.getMessage() for r in caplog.records] == ["admission patched"]
+
+
+def test_the_text_format_is_never_batched(stderr):
+    logs.setup(fmt="text")
+    decided()
+    assert not logs._BATCH.pending
+    assert "admission patched" in stderr.getvalue() and not stderr.getvalue().startswith("{")

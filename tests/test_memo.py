@@ -1,0 +1,253 @@
+"""The decisions memo: a repeated Pod is answered as a fresh decision would answer it, and only then.
+
+Pure logic, with a resolver that answers from a table: what is pinned here is
+that the memo never changes an answer (same response, same patch, same
+findings, for every kind of Pod), that it is used for the replicas of a
+rollout, that anything the decision rests on (the resolver's answer, the mode,
+the namespace, our annotation, the spec) separates its entries, and that
+whatever the full path would refuse or treat differently is never taken from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mutator import admission, memo, policy, webhook
+from mutator.evidence import ANNOTATION
+from mutator.images import ImageFailure, ImageUser, Resolution
+from mutator.memo import Memo
+from mutator.policy import Mode
+from tests.support.fixtures import ADMISSION, review
+
+NAMED = ImageUser("img/named:1", "img/named:1", "sha256:" + "1" * 64, "app", uid=1000, gid=1000)
+ROOT = ImageUser("img/root:1", "img/root:1", "sha256:" + "2" * 64, "", uid=0, gid=0)
+GHOST = ImageUser("img/ghost:1", "img/ghost:1", "sha256:" + "3" * 64, "ghost", uid=None, gid=None,
+                  problem="user 'ghost' not found")
+
+
+class Table:
+    """Answers each image from a table, the same object every time, as a warm cache does."""
+
+    def __init__(self, answers: dict[str, Resolution]) -> None:
+        self.answers = answers
+        self.calls = 0
+
+    async def resolve(self, images: Any, *, deadline: float, pull: Any = None) -> dict[str, Resolution]:
+        self.calls += 1
+        return {image: self.answers.get(image) or ImageFailure(image, "unknown", temporary=True)
+                for image in images}
+
+
+TABLE = {"img/named:1": NAMED, "img/root:1": ROOT, "img/ghost:1": GHOST}
+
+
+def body_of(document: dict[str, Any]) -> bytes:
+    return json.dumps(document).encode()
+
+
+def pod(*, uid: str = "u-1", image: str = "img/named:1", mode_namespace: str = "ns") -> dict[str, Any]:
+    document = review("pod-create-from-deployment")
+    document["request"]["uid"] = uid
+    document["request"]["namespace"] = mode_namespace
+    document["request"]["object"]["spec"]["containers"][0]["image"] = image
+    return document
+
+
+async def answer(body: bytes, *, mode: Mode, resolver: Any, store: Memo | None) -> webhook.Outcome:
+    """What ``/mutate/{mode}`` does with a body: the memo first, else the full path."""
+    deadline = asyncio.get_running_loop().time() + 5
+    seen = memo.envelope(body, mode) if store is not None else None
+    if seen is not None and store is not None:
+        known = await webhook.answer_known(seen, mode=mode, resolver=resolver, memo=store, deadline=deadline)
+        if known is not None:
+            return known
+    return await webhook.handle(admission.decode(body), mode=mode, resolver=resolver, deadline=deadline,
+                                memo=store, key=seen.key if seen is not None else None)
+
+
+def without_uid(document: dict[str, Any]) -> dict[str, Any]:
+    document = copy.deepcopy(document)
+    document["response"].pop("uid")
+    return document
+
+
+async def test_the_replicas_of_a_rollout_are_decided_once_and_answered_alike(monkeypatch):
+    decided = 0
+    decide = policy.decide
+
+    def counting(*args: Any, **kwargs: Any) -> policy.Decision:
+        nonlocal decided
+        decided += 1
+        return decide(*args, **kwargs)
+
+    monkeypatch.setattr(policy, "decide", counting)
+    store, resolver = Memo(), Table(TABLE)
+    outcomes = [await answer(body_of(pod(uid=f"replica-{i}")), mode=Mode.ENFORCE, resolver=resolver,
+                             store=store) for i in range(5)]
+    assert decided == 1 and len(store) == 1
+    assert resolver.calls == 5  # every replica still asks the resolver: its answer is what is trusted
+    assert [o.response["response"]["uid"] for o in outcomes] == [f"replica-{i}" for i in range(5)]
+    first = without_uid(outcomes[0].response)
+    assert all(without_uid(o.response) == first for o in outcomes[1:])
+    assert admission.patch_of(outcomes[4].response) == admission.patch_of(outcomes[0].response)
+    assert outcomes[4].found == outcomes[0].found and outcomes[4].result == "patched"
+
+
+async def test_a_different_answer_from_the_resolver_is_decided_again():
+    store, resolver = Memo(), Table(dict(TABLE))
+    await answer(body_of(pod(uid="a")), mode=Mode.ENFORCE, resolver=resolver, store=store)
+    # the tag was re-read after its TTL and now points at another image: a new object
+    resolver.answers["img/named:1"] = ImageUser("img/named:1", "img/named:1", "sha256:" + "4" * 64, "app",
+                                                uid=2000, gid=2000)
+    outcome = await answer(body_of(pod(uid="b")), mode=Mode.ENFORCE, resolver=resolver, store=store)
+    ops = {op["path"]: op["value"] for op in admission.patch_of(outcome.response)}
+    assert ops["/spec/containers/0/securityContext"]["runAsUser"] == 2000
+    # an answer equal in value but not the same object is not trusted either
+    resolver.answers["img/named:1"] = copy.copy(resolver.answers["img/named:1"])
+    again = await answer(body_of(pod(uid="c")), mode=Mode.ENFORCE, resolver=resolver, store=store)
+    assert again.found[0].uid == 2000 and again.found[0] is not outcome.found[0]
+
+
+async def test_failures_are_never_kept():
+    store, resolver = Memo(), Table({})  # every image: a temporary failure
+    outcome = await answer(body_of(pod(image="img/down:1")), mode=Mode.ENFORCE, resolver=resolver,
+                           store=store)
+    assert outcome.result == "refused" and len(store) == 0
+
+
+async def test_a_refusal_is_kept_and_carries_no_patch():
+    store, resolver = Memo(), Table(TABLE)
+    for uid in ("r-1", "r-2"):
+        outcome = await answer(body_of(pod(uid=uid, image="img/root:1")), mode=Mode.ENFORCE,
+                               resolver=resolver, store=store)
+        assert outcome.result == "refused"
+        assert "patch" not in outcome.response["response"]
+        assert outcome.response["response"]["status"]["code"] == 403
+    assert len(store) == 1
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d["request"].update(namespace="other"),
+    lambda d: d["request"]["object"]["metadata"].update(generateName="other-"),
+    lambda d: d["request"]["object"]["metadata"].setdefault("annotations", {}).update(
+        {ANNOTATION: '{"app":{"uid":7}}'}),
+    lambda d: d["request"]["object"]["spec"]["containers"][0].update(image="img/ghost:1"),
+    lambda d: d["request"]["object"]["spec"].update(securityContext={"runAsUser": 4242}),
+    lambda d: d["request"]["object"]["spec"].update(imagePullSecrets=[{"name": "regcred"}]),
+    lambda d: d["request"]["object"].pop("metadata"),
+], ids=["namespace", "name", "our-annotation", "image", "pod-security-context", "pull-secrets",
+        "no-metadata"])
+def test_what_the_decision_reads_separates_entries(change):
+    document = pod()
+    changed = copy.deepcopy(document)
+    change(changed)
+    before = memo.envelope(body_of(document), Mode.ENFORCE)
+    after = memo.envelope(body_of(changed), Mode.ENFORCE)
+    assert before is not None and after is not None and before.key != after.key
+    assert memo.envelope(body_of(document), Mode.WARN).key != before.key  # type: ignore[union-attr]
+
+
+def test_what_every_request_has_of_its_own_shares_an_entry():
+    document = pod(uid="one")
+    other = pod(uid="two")
+    other["request"]["dryRun"] = True
+    first = memo.envelope(body_of(document), Mode.ENFORCE)
+    second = memo.envelope(body_of(other), Mode.ENFORCE)
+    assert first is not None and second is not None and first.key == second.key
+    assert (first.review.uid, second.review.uid, second.review.dry_run) == ("one", "two", True)
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d["request"].update(operation="UPDATE"),
+    lambda d: d["request"].update(subResource="ephemeralcontainers"),
+    lambda d: d["request"].update(oldObject={"spec": {}}),
+    lambda d: d["request"].update(oldObject=5),
+    lambda d: d["request"].update(uid=""),
+    lambda d: d["request"].update(dryRun="yes"),
+    lambda d: d["request"]["kind"].update(kind="Deployment"),
+    lambda d: d["request"]["resource"].update(resource="deployments"),
+    lambda d: d["request"]["resource"].update(group="apps"),
+    lambda d: d.update(apiVersion="admission.k8s.io/v1beta1"),
+    lambda d: d.update(kind="Review"),
+    lambda d: d["request"].update(object=None),
+    lambda d: d["request"]["object"].pop("spec"),
+    lambda d: d["request"]["object"].update(metadata=[1]),
+    lambda d: d["request"].update(namespace=7),
+], ids=["update", "subresource", "old-object", "old-object-not-an-object", "no-uid", "dry-run-not-bool",
+        "kind", "resource", "group", "api-version", "review-kind", "no-object", "no-spec", "metadata-list",
+        "namespace-number"])
+def test_whatever_the_full_path_treats_otherwise_is_not_kept(change):
+    document = pod()
+    change(document)
+    assert memo.envelope(body_of(document), Mode.ENFORCE) is None
+
+
+@pytest.mark.parametrize("junk", [b"", b"{", b"[]", b"null", b'{"request": 1}',
+                                  b"[" * 100_000 + b"]" * 100_000])
+def test_a_body_that_is_not_a_review_is_left_to_the_full_path(junk):
+    assert memo.envelope(junk, Mode.ENFORCE) is None
+
+
+@pytest.mark.parametrize("path", sorted(ADMISSION.glob("*.json")), ids=lambda p: p.stem)
+def test_the_envelope_reads_what_the_full_decode_reads(path):
+    """On every review a real API server sent: the same uid, names and flags, or not kept at all."""
+    body = path.read_bytes()
+    seen = memo.envelope(body, Mode.ENFORCE)
+    full = admission.decode(body)
+    if seen is None:
+        assert (full.operation, full.sub_resource) != ("CREATE", "")
+        return
+    assert (seen.review.uid, seen.review.namespace, seen.review.name, seen.review.dry_run,
+            seen.review.operation, seen.review.kind) == (
+        full.uid, full.namespace, full.name, full.dry_run, full.operation, full.kind)
+
+
+CONTAINER = st.fixed_dictionaries(
+    {"image": st.sampled_from(["img/named:1", "img/root:1", "img/ghost:1", "img/down:1"])},
+    optional={"securityContext": st.fixed_dictionaries({}, optional={
+        "runAsUser": st.sampled_from([0, 1000, 2147483647]),
+        "runAsGroup": st.sampled_from([0, 3000]),
+        "runAsNonRoot": st.booleans()})},
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(containers=st.lists(CONTAINER, min_size=1, max_size=3),
+       inits=st.lists(CONTAINER, max_size=2),
+       pod_sc=st.sampled_from([None, {}, {"runAsUser": 1234}, {"runAsNonRoot": True}, {"runAsGroup": 5}]),
+       annotations=st.sampled_from([None, {}, {"team": "a"}, {ANNOTATION: '{"app":{"uid":1000,"gid":1000}}'},
+                                    {ANNOTATION: "not json"}]),
+       mode=st.sampled_from(list(Mode)))
+def test_an_answer_from_the_memo_is_the_answer_a_fresh_decision_gives(containers, inits, pod_sc, annotations,
+                                                                      mode):
+    document = review("pod-create-from-deployment")
+    spec = document["request"]["object"]["spec"]
+    spec["containers"] = [dict(c, name=f"c{i}") for i, c in enumerate(containers)]
+    spec["initContainers"] = [dict(c, name=f"i{i}") for i, c in enumerate(inits)]
+    spec.pop("securityContext", None)
+    if pod_sc is not None:
+        spec["securityContext"] = pod_sc
+    metadata = document["request"]["object"]["metadata"]
+    metadata.pop("annotations", None)
+    if annotations is not None:
+        metadata["annotations"] = annotations
+
+    async def run() -> None:
+        store, resolver = Memo(), Table(TABLE)
+        fresh = await answer(body_of(document), mode=mode, resolver=resolver, store=None)
+        first = await answer(body_of(document), mode=mode, resolver=resolver, store=store)
+        document["request"]["uid"] = "second"
+        second = await answer(body_of(document), mode=mode, resolver=resolver, store=store)
+        assert first.response == fresh.response
+        assert second.response["response"]["uid"] == "second"
+        assert without_uid(second.response) == without_uid(fresh.response)
+        assert (second.result, second.found) == (fresh.result, fresh.found)
+
+    asyncio.run(run())
