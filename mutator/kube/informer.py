@@ -29,12 +29,14 @@ import random
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import aiohttp
-from kubernetes_asyncio import client
 
 from mutator.errors import KubeError
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio import client
 
 log = logging.getLogger(__name__)
 

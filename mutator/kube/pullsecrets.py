@@ -27,14 +27,16 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cachetools import TTLCache
-from kubernetes_asyncio import client
 
 from mutator.kube.client import api_client
 from mutator.kube.informer import Informer, Resource
 from mutator.registry.keyring import Keyring
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio import client
 
 log = logging.getLogger(__name__)
 
