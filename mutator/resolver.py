@@ -154,7 +154,8 @@ class Resolver:
         return task
 
     async def _resolve_cold(self, image: str, deadline: float | None, pull: PullContext | None) -> Resolution:
-        """tag → digest → user, each step shared with whoever needs it at the same time."""
+        """tag → digest → user, each step shared with whoever needs it at the same time (a refusal
+        only with those offering the same credentials: see :mod:`mutator.shared`)."""
         try:
             ref = reference.parse(image)
         except InvalidReference as exc:
