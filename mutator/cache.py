@@ -108,8 +108,12 @@ class CoalescingCache(Generic[K, V]):
     def _finished(self, key: K, task: asyncio.Task[V]) -> None:
         self._inflight.pop(key, None)
         self._running.dec()
-        if task.cancelled() or task.exception() is not None:
-            return
-        kept = self._keep(task.result())
+        if not task.cancelled() and task.exception() is None:
+            self.settle(key, task.result())
+
+    def settle(self, key: K, value: V) -> None:
+        """Cache what *keep* makes of *value*, found for *key*: by a lookup :meth:`join` ran, or
+        by one its caller ran outside it (the same key asked again with other credentials)."""
+        kept = self._keep(value)
         if kept is not None:
             self.put(key, kept)

@@ -31,14 +31,12 @@ from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.config import ConfigException
 
 from mutator import report_render, workloads
-from mutator.access import Requester, requester
 from mutator.config import Config
-from mutator.errors import BadReview, ClusterUnreachable, InvalidReference
+from mutator.errors import BadReview, ClusterUnreachable
 from mutator.images import Resolution
 from mutator.inventory import Scan, assess
 from mutator.kube import pullsecrets
-from mutator.registry import reference
-from mutator.registry.credentials import CredentialSources, PullContext
+from mutator.registry.credentials import PullContext
 from mutator.resolver import Resolver
 from mutator.session import with_resolver
 from mutator.webhook import pod_pull_context
@@ -147,16 +145,12 @@ def _top_level(obj: Mapping[str, Any]) -> bool:
 Lookup = tuple[str, PullContext | None]  # an image, and whose pull credentials read it (None: the node's)
 
 
-async def _resolve(resolver: Resolver, credentials: CredentialSources, lookups: Sequence[Lookup], *,
+async def _resolve(resolver: Resolver, lookups: Sequence[Lookup], *,
                    lookup_seconds: float, progress: TextIO | None) -> dict[Lookup, Resolution]:
-    """Each (image, pull context) once, keyed by both: a private image one namespace's secret can
-    read is answered there only; the resolver's access gate gives the others what they may read.
-
-    Per image, one context per distinct set of credentials goes first, one at a time: the
-    resolver shares a lookup in flight whoever's credentials it carries, so an anonymous one
-    started first would hand its 401 to a Pod that can pull the image. The rest follow
-    together, answered from the cache and screened by the gate with their own credentials.
-    """
+    """Each (image, pull context) once, keyed by both, all at once: a private image one namespace's
+    secret can read is answered there only. The resolver reads each image once for every context
+    offering the same credentials, hands a refusal only to those offering the credentials refused,
+    and its access gate screens what was read with other credentials."""
     results: dict[Lookup, Resolution] = {}
 
     async def one(image: str, pull: PullContext | None) -> None:
@@ -166,40 +160,15 @@ async def _resolve(resolver: Resolver, credentials: CredentialSources, lookups: 
             progress.write(f"\rresolving images: {len(results)}/{len(lookups)}")
             progress.flush()
 
-    async def each(image: str, pulls: list[PullContext | None]) -> None:
-        first: list[PullContext | None] = []
-        rest: list[PullContext | None] = []
-        seen: set[Requester | None] = set()
-        for pull in pulls:
-            who = await _requester(credentials, image, pull)
-            (rest if who in seen else first).append(pull)
-            seen.add(who)
-        for pull in first:
-            await one(image, pull)
-        await asyncio.gather(*(one(image, pull) for pull in rest))
-
-    by_image: dict[str, list[PullContext | None]] = {}
-    for image, pull in lookups:
-        by_image.setdefault(image, []).append(pull)
-    await asyncio.gather(*(each(image, pulls) for image, pulls in by_image.items()))
+    await asyncio.gather(*(one(image, pull) for image, pull in lookups))
     if progress is not None and lookups:
         progress.write("\n")
     return results
 
 
-async def _requester(credentials: CredentialSources, image: str,
-                     pull: PullContext | None) -> Requester | None:
-    """Who the registry will see reading *image* for *pull* (None: a name nobody can read)."""
-    try:
-        ref = reference.parse(image)
-    except InvalidReference:
-        return None
-    return requester(tuple(await credentials.credentials(ref, pull=pull)))
-
-
 async def scan(resolver: Resolver, collected: tuple[dict[str, str], list[tuple[str, dict[str, Any]]]], *,
                scan_: Scan, lookup_seconds: float, progress: TextIO | None,
-               credentials: CredentialSources, pull_secrets: pullsecrets.PullSecrets | None) -> Scan:
+               pull_secrets: pullsecrets.PullSecrets | None) -> Scan:
     """Resolve every image of what :func:`collect` returned (*collected*) with the pull
     credentials of the objects running it, and assess each container.
 
@@ -216,8 +185,7 @@ async def scan(resolver: Resolver, collected: tuple[dict[str, str], list[tuple[s
                                if isinstance(c.get("image"), str) and c["image"])
         wanted.append((kind, obj, [(image, pull) for image in images]))
     lookups = list(dict.fromkeys(lookup for _, _, pairs in wanted for lookup in pairs))
-    resolved = await _resolve(resolver, credentials, lookups, lookup_seconds=lookup_seconds,
-                              progress=progress)
+    resolved = await _resolve(resolver, lookups, lookup_seconds=lookup_seconds, progress=progress)
     for kind, obj, pairs in wanted:
         namespace = (obj.get("metadata") or {}).get("namespace", "")
         resolutions = {image: resolved[(image, pull)] for image, pull in pairs}
@@ -271,7 +239,7 @@ async def _scan_cluster(args: argparse.Namespace, config: Config) -> Scan:
             async def work(resolver: Resolver) -> Scan:
                 return await scan(resolver, collected, scan_=Scan(api.configuration.host, context, args.by),
                                   lookup_seconds=config.lookup_timeout_seconds + 1, progress=progress,
-                                  credentials=credentials, pull_secrets=secrets)
+                                  pull_secrets=secrets)
 
             return await with_resolver(config, work, credentials=credentials)
 

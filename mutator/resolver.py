@@ -8,9 +8,10 @@ Two caches, each keyed by what can change behind its key:
   goes stale; least recently used entries go past ``cache_max_entries``.
 
 An image pinned by digest (``app@sha256:…``) skips the tag step entirely. Both
-steps are coalesced (one lookup in flight per tag and per digest) and run as
-tasks that outlive an admission whose deadline passed, so the controller's retry
-finds the answer cached.
+steps are coalesced (one lookup in flight per tag and per digest, whoever asks;
+a refusal is shared only among those offering the same credentials, see
+:mod:`mutator.shared`) and run as tasks that outlive an admission whose deadline
+passed, so the controller's retry finds the answer cached.
 
 The resolver is the only place that turns registry errors into an
 :class:`~mutator.images.ImageFailure`; the policy never sees an exception.
@@ -28,7 +29,7 @@ from typing import Any, TypeVar
 from cachetools import LRUCache
 
 from mutator import logs, metrics, passwd
-from mutator.access import AccessGate
+from mutator.access import AccessGate, Requester, requester
 from mutator.cache import CoalescingCache
 from mutator.config import Config, Platform
 from mutator.errors import ImageError, InvalidReference, UnresolvableUser
@@ -39,6 +40,7 @@ from mutator.registry.credentials import CredentialSources, PullContext
 from mutator.registry.keyring import Credential
 from mutator.registry.layercache import LayerCache
 from mutator.registry.reference import Reference
+from mutator.shared import Attempt, SharedLookups
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -85,6 +87,8 @@ class Resolver:
         self.users: CoalescingCache[str, Resolution] = CoalescingCache.lru(
             "image", maxsize=size, keep=_keep_user
         )
+        self._tag_lookups = SharedLookups(self.tags)
+        self._user_lookups = SharedLookups(self.users)
         # Digest-pinned names, parsed once: nothing behind them can change.
         self._pinned: LRUCache[str, Tagged] = LRUCache(maxsize=size)
         self._background: set[asyncio.Task[Resolution]] = set()
@@ -150,7 +154,8 @@ class Resolver:
         return task
 
     async def _resolve_cold(self, image: str, deadline: float | None, pull: PullContext | None) -> Resolution:
-        """tag → digest → user, each step shared with whoever needs it at the same time."""
+        """tag → digest → user, each step shared with whoever needs it at the same time (a refusal
+        only with those offering the same credentials: see :mod:`mutator.shared`)."""
         try:
             ref = reference.parse(image)
         except InvalidReference as exc:
@@ -161,31 +166,30 @@ class Resolver:
         else:
             known = self.tags.peek(image)  # cached while the user entry was evicted
             if known is None:
-                known = await asyncio.shield(
-                    self.tags.join(image, lambda: self._fetch_tag(image, ref, deadline, pull))
-                )
+                known = await self._tag_lookups.get(
+                    image, lambda attempt: self._fetch_tag(image, ref, deadline, pull, attempt),
+                    lambda: self._requester(ref, pull))
         if isinstance(known, ImageFailure):
             return known
         found = self.users.hit(known.digest)  # another name for the same content may have it
         if found is None:
             tagged = known
-            found = await asyncio.shield(
-                self.users.join(
-                    known.digest, lambda: self.lookup(image, tagged=tagged, deadline=deadline, pull=pull)
-                )
-            )
+            found = await self._user_lookups.get(
+                known.digest, lambda attempt: self.lookup(image, tagged=tagged, deadline=deadline,
+                                                          pull=pull, attempt=attempt),
+                lambda: self._requester(ref, pull))
         if isinstance(found, ImageUser) and found.image != image:
             found = dataclasses.replace(found, image=image, reference=known.reference)
         return found
 
     async def _fetch_tag(self, image: str, ref: Reference, deadline: float | None,
-                         pull: PullContext | None) -> Tagged | ImageFailure:
+                         pull: PullContext | None, attempt: Attempt) -> Tagged | ImageFailure:
         """The digest a tag points at now: a manifest HEAD, or a GET where the registry gives no
         digest that way (the manifest fetched then is handed to the image step)."""
         async def fetch() -> Tagged:
             canonical = str(ref)
             name = image if canonical == image else canonical  # one string object when they match
-            client, credentials = await self._client_for(ref, pull)
+            client, credentials = await self._client_for(ref, pull, attempt)
             digest = await client.resolve_tag(ref)
             if digest is None:
                 manifest = await client.manifest(ref, ref.identifier)
@@ -194,11 +198,11 @@ class Resolver:
             self.access.proved(ref, credentials)
             return Tagged(digest, name)
 
-        return await self._bounded(image, fetch(), deadline=deadline)
+        return await self._bounded(image, fetch(), deadline=deadline, attempt=attempt)
 
     async def lookup(self, image: str, *, platform: Platform | None = None,
                      tagged: Tagged | None = None, deadline: float | None = None,
-                     pull: PullContext | None = None) -> Resolution:
+                     pull: PullContext | None = None, attempt: Attempt | None = None) -> Resolution:
         """One uncached lookup against the registry, bounded by ``lookup_timeout_seconds``.
 
         With *tagged* the tag step is done: the image is read at that digest (from
@@ -209,17 +213,19 @@ class Resolver:
         because an answer nobody waits for is wasted and a clear "temporary"
         reason now is worth more. The lookup itself may still run up to its own bound.
 
-        *pull* names the Pod whose pull credentials apply (None: only the node's sources).
+        *pull* names the Pod whose pull credentials apply (None: only the node's sources);
+        *attempt* learns which credentials those were and whether the registry refused them.
         """
         started = time.perf_counter()
-        work = self._read_image(image, platform or self._platform, tagged, pull)
-        result = await self._bounded(image, work, deadline=deadline)
+        work = self._read_image(image, platform or self._platform, tagged, pull, attempt)
+        result = await self._bounded(image, work, deadline=deadline, attempt=attempt)
         metrics.REGISTRY_SECONDS.observe(time.perf_counter() - started)
         if isinstance(result, ImageUser):
             metrics.REGISTRY_LOOKUPS.labels("resolved").inc()
         return result
 
-    async def _bounded(self, image: str, work: Awaitable[T], *, deadline: float | None) -> T | ImageFailure:
+    async def _bounded(self, image: str, work: Awaitable[T], *, deadline: float | None,
+                       attempt: Attempt | None = None) -> T | ImageFailure:
         """*work* within ``lookup_timeout_seconds``; every error becomes an :class:`ImageFailure`."""
         started = time.perf_counter()
         bound = asyncio.get_running_loop().time() + self._lookup_timeout
@@ -238,6 +244,8 @@ class Resolver:
             failure = ImageFailure(image, str(exc), temporary=False)
         except ImageError as exc:
             failure = ImageFailure(image, str(exc), temporary=exc.temporary)
+            if attempt is not None:
+                attempt.failed(exc)
         except Exception as exc:  # a hostile registry must never crash an admission
             log.exception("unexpected error resolving %s", image)
             failure = ImageFailure(image, f"unexpected error: {exc!r}", temporary=True)
@@ -248,17 +256,23 @@ class Resolver:
         metrics.REGISTRY_LOOKUPS.labels("temporary_failure" if failure.temporary else "failed").inc()
         return failure
 
-    async def _client_for(self, ref: Reference, pull: PullContext | None
+    async def _client_for(self, ref: Reference, pull: PullContext | None, attempt: Attempt | None
                           ) -> tuple[RegistryClient, tuple[Credential, ...]]:
         """The client for one lookup, offering the credentials that apply to *ref* and *pull*
         (returned too: a read that succeeds with them is recorded by the access gate)."""
         credentials = tuple(await self._credentials.credentials(ref, pull=pull))
+        if attempt is not None:
+            attempt.offered(credentials)
         return self._client.with_credentials(credentials), credentials
 
+    async def _requester(self, ref: Reference, pull: PullContext | None) -> Requester:
+        """Who *pull*'s lookup of *ref* is to the registry: told apart from the one that was refused."""
+        return requester(tuple(await self._credentials.credentials(ref, pull=pull)))
+
     async def _read_image(self, image: str, platform: Platform, tagged: Tagged | None,
-                          pull: PullContext | None) -> ImageUser:
+                          pull: PullContext | None, attempt: Attempt | None) -> ImageUser:
         ref = reference.parse(image)
-        client, credentials = await self._client_for(ref, pull)
+        client, credentials = await self._client_for(ref, pull, attempt)
         if tagged is None:
             found = await client.image(ref, platform)
         elif tagged.manifest is not None:

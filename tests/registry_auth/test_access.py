@@ -183,7 +183,7 @@ async def test_the_report_reads_a_private_image_for_every_namespace_that_may_wha
     image = token_registry.private
     order = ["team-b", "team-d", "team-a", "team-c", "team-z"]  # none, bob, alice, alice again, none
     lookups = [(image, PullContext(namespace)) for namespace in order]
-    found = await report._resolve(resolver, sources, lookups, lookup_seconds=10, progress=None)
+    found = await report._resolve(resolver, lookups, lookup_seconds=10, progress=None)
     readable = {pull.namespace for (_, pull), result in found.items() if isinstance(result, ImageUser)}
     assert readable == {"team-a", "team-c"}, found
     assert found[(image, PullContext("team-c"))].uid == 1202
