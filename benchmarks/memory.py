@@ -1,11 +1,14 @@
 """Memory figures, each measured in a fresh process so that nothing else shares its RSS.
 
-    python -m benchmarks.memory cache COUNT            # RSS before/after COUNT distinct cached images
+    python -m benchmarks.memory cache COUNT [cluster]  # RSS before/after COUNT distinct cached images
     python -m benchmarks.memory scan CONFIG IMAGE      # RSS before, and the peak while resolving IMAGE
 
 Both print one JSON object. ``cache`` fills the resolver's caches the way
 lookups do (a tag entry and an image entry per image, realistic names and
-digests); ``scan`` goes through the public resolver against a real registry.
+digests, sharing strings where the resolver shares them); with ``cluster`` it
+first loads what a replica that reads pull secrets loads (kubernetes-asyncio's
+generated client). ``scan`` goes through the public resolver against a real
+registry.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import aiohttp
 from mutator import config as config_module
 from mutator import server  # noqa: F401 - import what `mutator serve` imports, so the baseline is honest
 from mutator.images import ImageUser
+from mutator.registry import reference
 from mutator.registry.client import RegistryClient
 from mutator.resolver import Resolver, Tagged
 
@@ -40,7 +44,9 @@ def reset_peak() -> None:
         handle.write("5")
 
 
-async def cache(count: int) -> dict[str, object]:
+async def cache(count: int, *, cluster: bool) -> dict[str, object]:
+    if cluster:
+        import kubernetes_asyncio  # noqa: F401 - what api_client() imports when a cluster is configured
     config = config_module.Config(cache_max_entries=count)
     async with aiohttp.ClientSession() as session:
         resolver = Resolver(client=RegistryClient(session=session, registries=config.registry), config=config)
@@ -49,10 +55,12 @@ async def cache(count: int) -> dict[str, object]:
         for i in range(count):
             image = f"registry.internal:5000/team-{i % 97}/service-{i}:1.{i % 50}.{i % 7}"
             digest = "sha256:" + hashlib.sha256(image.encode()).hexdigest()
-            reference = "".join(["registry.internal:5000/", image.split("/", 1)[1]])
-            resolver.tags.put(image, Tagged(digest, reference))
-            resolver.users.put(digest, ImageUser(image=image, reference=reference, digest=digest,
-                                                 user=f"svc{i % 13}", uid=1000 + i % 5000, gid=1000))
+            canonical = str(reference.parse(image))
+            name = image if canonical == image else canonical  # as Resolver._fetch_tag keeps it
+            resolver.tags.put(image, Tagged(digest, name))
+            resolver.users.put(digest, ImageUser(image=image, reference=name, digest=digest,
+                                                 user=sys.intern(f"svc{i % 13}"), uid=1000 + i % 5000,
+                                                 gid=1000))
         gc.collect()
         after = status("VmRSS")
         assert len(resolver.users) == count and resolver.cached(image) is not None
@@ -74,7 +82,7 @@ async def scan(config_path: str, image: str) -> dict[str, object]:
 
 def main() -> None:
     if sys.argv[1:2] == ["cache"]:
-        print(json.dumps(asyncio.run(cache(int(sys.argv[2])))))
+        print(json.dumps(asyncio.run(cache(int(sys.argv[2]), cluster=sys.argv[3:4] == ["cluster"]))))
     elif sys.argv[1:2] == ["scan"]:
         print(json.dumps(asyncio.run(scan(sys.argv[2], sys.argv[3]))))
     else:

@@ -24,11 +24,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, TextIO
-
-from kubernetes_asyncio import client as kube_client
-from kubernetes_asyncio import config as kube_config
-from kubernetes_asyncio.config import ConfigException
+from typing import TYPE_CHECKING, Any, TextIO
 
 from mutator import report_render, workloads
 from mutator.config import Config
@@ -40,6 +36,9 @@ from mutator.registry.credentials import PullContext
 from mutator.resolver import Resolver
 from mutator.session import with_resolver
 from mutator.webhook import pod_pull_context
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio import client as kube_client
 
 LABEL = "nonroot-mutator/mode"
 # kind → list path (the namespace goes before the last segment); CronJob is batch/v1beta1 before 1.21
@@ -64,6 +63,11 @@ EXIT_OK, EXIT_ROOT, EXIT_ERROR = 0, 1, 2
 async def connect(*, kubeconfig: str | None, context: str | None,
                   in_cluster: bool) -> tuple[kube_client.ApiClient, str]:
     """An API client and the context's name (``in-cluster`` inside a Pod)."""
+    # Imported here: the generated client costs every other command ~38 MB and a second to load.
+    from kubernetes_asyncio import client as kube_client
+    from kubernetes_asyncio import config as kube_config
+    from kubernetes_asyncio.config import ConfigException
+
     try:
         if in_cluster:
             configuration = kube_client.Configuration()

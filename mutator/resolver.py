@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Iterable
 from typing import Any, TypeVar
@@ -285,8 +286,11 @@ class Resolver:
         user = user if isinstance(user, str) else ""
         # one string object where the name is already canonical: every cached image holds it
         canonical = tagged.reference if tagged is not None else str(ref)
+        # and one digest object with the tag entry and the cache key; a USER shared by many images
+        # (node, nonroot, app) is one string, not one per image
+        digest = tagged.digest if tagged is not None and tagged.digest == found.digest else found.digest
         facts = {"image": image, "reference": image if canonical == image else canonical,
-                 "digest": found.digest, "user": user}
+                 "digest": digest, "user": sys.intern(user)}
 
         spec = passwd.split_user(user)
         if spec is None:
