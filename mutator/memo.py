@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import msgspec
 from cachetools import LRUCache
 
+from mutator import metrics
 from mutator.admission import API_VERSION, KIND, PODS, AdmissionReviewDoc, Review
 from mutator.findings import Finding
 from mutator.images import ImageUser, Resolution
@@ -137,10 +138,17 @@ class Decided:
 
 
 class Memo:
-    """Decisions by key (see :func:`envelope`): bounded, least recently used first out."""
+    """Decisions by key (see :func:`envelope`): bounded, least recently used first out.
+
+    Counted as the ``decision`` cache: a hit is a Pod answered from here, a miss
+    one decided afresh (a new spec, or one whose images now answer differently).
+    """
 
     def __init__(self, *, maxsize: int = DEFAULT_ENTRIES) -> None:
         self._entries: LRUCache[Hashable, Decided] = LRUCache(maxsize=maxsize)
+        self._hits = metrics.CACHE_LOOKUPS.labels("decision", "hit")
+        self._misses = metrics.CACHE_LOOKUPS.labels("decision", "miss")
+        self._size = metrics.CACHE_ENTRIES.labels("decision")
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -148,7 +156,12 @@ class Memo:
     def get(self, key: Hashable) -> Decided | None:
         return self._entries.get(key)
 
+    def hit(self) -> None:
+        self._hits.inc()
+
     def keep(self, key: Hashable, decided: Decided) -> None:
         """Keep *decided* if every answer it rests on is a definite one (failures are never reused)."""
+        self._misses.inc()
         if all(isinstance(r, ImageUser) for r in decided.resolutions):
             self._entries[key] = decided
+            self._size.set(len(self._entries))

@@ -42,11 +42,12 @@ INFLIGHT_ADMISSIONS = Gauge("nonroot_mutator_inflight_admissions", "Admissions b
 
 CACHE_LOOKUPS = Counter(
     "nonroot_mutator_cache_lookups_total",
-    "Cache lookups by cache (tag, image, layer, access) and result (hit, miss, coalesced).",
+    "Cache lookups by cache (tag, image, layer, access, decision) and result (hit, miss, coalesced).",
     ["cache", "result"],
 )
 CACHE_ENTRIES = Gauge(
-    "nonroot_mutator_cache_entries", "Entries held, by cache (tag, image, layer, access).", ["cache"]
+    "nonroot_mutator_cache_entries", "Entries held, by cache (tag, image, layer, access, decision).",
+    ["cache"]
 )
 INFLIGHT_LOOKUPS = Gauge(
     "nonroot_mutator_inflight_lookups", "Lookups in flight, shared by every waiter, by cache.", ["cache"]

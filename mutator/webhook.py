@@ -53,6 +53,7 @@ async def answer_known(seen: Seen, *, mode: Mode, resolver: Resolver, memo: Memo
                    if known.images else {})
     if not known.still_holds(resolutions):
         return None
+    memo.hit()
     _count_containers(known.decision, mode)
     return Outcome(seen.review, known.decision, known.respond(seen.review.uid), known.found)
 
