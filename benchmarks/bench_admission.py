@@ -214,7 +214,7 @@ class Bench:
                                    met=cache["rss_after"] < 120 * MB,
                                    samples={"bytes_per_image": [cache["bytes_per_image"]]}),
             "memory_cache_cluster": figure(
-                "  same, reading a cluster (kubernetes-asyncio loaded) (MB)", clustered["rss_after"] / MB,
+                "  same, with the cluster client loaded (MB)", clustered["rss_after"] / MB,
                 clustered["rss_before"] / MB, "MB", target="< 120 MB at 50,000",
                 met=clustered["rss_after"] < 120 * MB,
                 samples={"bytes_per_image": [clustered["bytes_per_image"]]}),
