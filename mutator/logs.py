@@ -193,28 +193,51 @@ def admission_decided(*, review: admission.Review, mode: str, result: str, secon
     """
     if result not in ("patched", "refused") and not warnings:
         return
+    level = logging.WARNING if not allowed else logging.INFO
+    reason = message or "; ".join(warnings)
+    duration = round(seconds * 1000, 3)
+    if _BATCH.usable(level):
+        try:
+            _BATCH.add(orjson.dumps({
+                "time": _utc(time.time()), "level": _LEVEL_NAMES[level], "logger": log.name,
+                "msg": "admission " + result, "kind": "admission", "namespace": review.namespace,
+                "pod": review.name, "uid": review.uid, "operation": review.operation,
+                "dry_run": review.dry_run, "mode": mode, "decision": result, "reason": reason,
+                "containers": _rendered(found), "duration_ms": duration}))
+            return
+        except TypeError:  # a lone surrogate in a name: the standard library's escaping, via logging
+            pass
+    event("admission " + result, level=level, kind="admission", namespace=review.namespace,
+          pod=review.name, uid=review.uid, operation=review.operation, dry_run=review.dry_run, mode=mode,
+          decision=result, reason=reason, containers=_containers(found), duration_ms=duration)
+
+
+_LEVEL_NAMES = {logging.INFO: "info", logging.WARNING: "warning"}
+
+
+def _containers(found: Sequence[Finding]) -> list[dict[str, Any]]:
     containers = []
     for f in found:
         entry: dict[str, Any] = {"container": f.name, "image": f.container.image, "decision": f.outcome}
         if f.digest is not None:
             entry.update(digest=f.digest, user=(f.user or "")[:MAX_FIELD_CHARS], uid=f.uid, gid=f.gid)
         containers.append(entry)
-    level = logging.WARNING if not allowed else logging.INFO
-    fields = dict(
-        kind="admission", namespace=review.namespace, pod=review.name, uid=review.uid,
-        operation=review.operation, dry_run=review.dry_run, mode=mode, decision=result,
-        reason=message or "; ".join(warnings), containers=containers,
-        duration_ms=round(seconds * 1000, 3),
-    )
-    if _BATCH.usable(level):
-        line = {"time": _utc(time.time()), "level": logging.getLevelName(level).lower(), "logger": log.name,
-                "msg": "admission " + result, **fields}
-        try:
-            _BATCH.add(orjson.dumps(line, default=str))
-            return
-        except TypeError:  # a lone surrogate in a name: the standard library's escaping, via logging
-            pass
-    event("admission " + result, level=level, **fields)
+    return containers
+
+
+def _rendered(found: Sequence[Finding]) -> orjson.Fragment:
+    """The containers' JSON, made once per decision: a rollout's replicas share theirs (the memo's)."""
+    kept = _RENDERED.get(id(found))
+    if kept is not None and kept[0] is found:
+        return kept[1]
+    if len(_RENDERED) >= 1024:
+        _RENDERED.clear()
+    fragment = orjson.Fragment(orjson.dumps(_containers(found)))
+    _RENDERED[id(found)] = (found, fragment)  # holding *found* keeps its id from being reused
+    return fragment
+
+
+_RENDERED: dict[int, tuple[Sequence[Finding], orjson.Fragment]] = {}
 
 
 def registry_failure(failure: ImageFailure, *, seconds: float) -> None:
