@@ -142,16 +142,25 @@ class _Batch:
             self._timer = None
         if not self._lines:
             return
-        text = b"\n".join(self._lines).decode() + "\n"
+        data = b"\n".join(self._lines) + b"\n"
         self._lines.clear()
+        stream = sys.stderr
         try:
-            sys.stderr.write(text)
-            sys.stderr.flush()
+            raw = getattr(stream, "buffer", None)
+            if raw is not None:  # the bytes as they are, behind whatever text is still buffered
+                stream.flush()
+                raw.write(data)
+                raw.flush()
+            else:
+                stream.write(data.decode())
+                stream.flush()
         except (OSError, ValueError):  # stderr closed: as logging does, never fail the caller
             pass
 
 
-FLUSH_SECONDS = 0.05
+# Short, so that a flush is a small write: a long batch would hold the loop (and the admissions
+# waiting on it) for the whole write at once.
+FLUSH_SECONDS = 0.01
 _BATCH = _Batch()
 flush = _BATCH.flush
 atexit.register(flush)
