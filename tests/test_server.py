@@ -211,3 +211,18 @@ def test_metrics_count_admissions_and_cache(http, webhook, images):
     assert webhook.metric(hit) == before[hit] + 1
     assert webhook.metric(patched) == before[patched] + 1
     assert webhook.metric("nonroot_mutator_admission_duration_seconds_count") >= 2
+
+
+def test_a_repeated_pod_is_answered_from_the_decisions_memo_as_it_was_decided(http, webhook, images):
+    document = with_images(review("pod-create-from-deployment"),
+                           {"ghcr.io/example/app:2.0": images["name-gid"]})
+    document["request"]["object"]["metadata"]["generateName"] = "memo-test-"
+    hit = 'nonroot_mutator_cache_lookups_total{cache="decision",result="hit"}'
+    first = answer(http, webhook, "enforce", document)
+    before = webhook.metric(hit)
+    document["request"]["uid"] = "second-replica"
+    second = answer(http, webhook, "enforce", document)
+    assert webhook.metric(hit) == before + 1
+    assert second["uid"] == "second-replica"
+    assert {k: v for k, v in second.items() if k != "uid"} == {k: v for k, v in first.items() if k != "uid"}
+    assert second["patch"]  # the patch itself, not only an allow
