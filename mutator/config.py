@@ -180,6 +180,8 @@ class Config:
         default=10.0, metadata=check(number(above=0, at_most=30)))
     # Registry credentials: a Docker config.json, and the nodes' kubelet credential provider plugins.
     docker_config: str | None = field(default=None, metadata=check(path()))
+    # How often serve looks for a rotated docker_config (a Secret volume updated in place).
+    docker_config_reload_seconds: float = field(default=5.0, metadata=check(number(above=0, at_most=3600)))
     credential_provider_config: str | None = field(default=None, metadata=check(path()))
     credential_provider_bin_dir: str | None = field(default=None, metadata=check(path(directory=True)))
     # At start, resolve the images of Pods in opted-in namespaces (in the background).

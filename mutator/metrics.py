@@ -94,3 +94,9 @@ TLS_NOT_AFTER = Gauge(
     "nonroot_mutator_tls_certificate_expiry_timestamp_seconds",
     "Unix time at which the serving certificate in use expires.",
 )
+DOCKER_CONFIG_RELOADS = Counter(
+    "nonroot_mutator_docker_config_reloads_total",
+    "Changes of the docker_config file seen, by result (loaded: its credentials are in use; "
+    "invalid: unreadable or not JSON, the previous ones are kept).",
+    ["result"],
+)

@@ -46,6 +46,7 @@ from mutator.memo import Memo
 from mutator.policy import Mode
 from mutator.registry.client import RegistryClient
 from mutator.registry.credentials import CredentialSources
+from mutator.registry.dockerconfig import DockerConfigReloader
 from mutator.reload import CertReloader
 from mutator.resolver import Resolver
 
@@ -283,14 +284,17 @@ async def _registry_session(app: web.Application) -> AsyncIterator[None]:
         ) as session:
             app[LOOP] = asyncio.get_running_loop()
             client = RegistryClient(session=session, registries=config.registry)
-            resolver = app[RESOLVER] = Resolver(client=client, config=config,
-                                                credentials=CredentialSources.from_config(config, pods=pods))
+            credentials = CredentialSources.from_config(config, pods=pods)
+            resolver = app[RESOLVER] = Resolver(client=client, config=config, credentials=credentials)
             # readiness does not wait for the warm-up: a cold cache is slower, not wrong
-            warming = (asyncio.create_task(warmup.warm_up(resolver, concurrency=config.warmup_concurrency))
-                       if config.warmup else None)
+            tasks = [asyncio.create_task(warmup.warm_up(resolver, concurrency=config.warmup_concurrency))
+                     ] if config.warmup else []
+            if config.docker_config:  # a rotated Secret is used in place: see mutator.registry.dockerconfig
+                reloader = DockerConfigReloader(credentials, config.docker_config)
+                tasks.append(asyncio.create_task(reloader.run(interval=config.docker_config_reload_seconds)))
             yield
-            if warming is not None:
-                warming.cancel()
+            for task in tasks:
+                task.cancel()
     finally:
         if pods is not None:
             await pods.close()

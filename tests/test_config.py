@@ -21,6 +21,7 @@ def test_defaults_and_a_full_file(tmp_path):
         "lookup_timeout_seconds": 2.5,
         "default_admission_timeout_seconds": 30,
         "docker_config": str(ca),
+        "docker_config_reload_seconds": 1,
         "credential_provider_config": str(ca),
         "credential_provider_bin_dir": str(bin_dir),
     })
@@ -30,6 +31,7 @@ def test_defaults_and_a_full_file(tmp_path):
     assert config.registry("t.example") == RegistryConfig() == config.registry("unlisted.example")
     assert config.cache_ttl_seconds == 0.0 and isinstance(config.lookup_timeout_seconds, float)
     assert config.credential_provider_bin_dir == str(bin_dir)
+    assert config.docker_config_reload_seconds == 1.0 and Config().docker_config_reload_seconds == 5.0
 
 
 @pytest.mark.parametrize(
@@ -55,6 +57,9 @@ def test_defaults_and_a_full_file(tmp_path):
         ({"platform": 7}, "platform must be OS/ARCH"),
         ({"docker_config": "/nonexistent/config.json"}, "docker_config: file /nonexistent/config.json"),
         ({"docker_config": 3}, "docker_config must be a path"),
+        ({"docker_config_reload_seconds": 0}, "docker_config_reload_seconds must be greater than 0"),
+        ({"docker_config_reload_seconds": "5s"}, "docker_config_reload_seconds must be a number"),
+        ({"docker_config_reload_seconds": 3601}, "docker_config_reload_seconds must be at most 3600"),
         ({"credential_provider_bin_dir": "/nonexistent"}, "credential_provider_bin_dir: directory"),
         ({"cache_tll_seconds": 5}, "unknown keys ['cache_tll_seconds']"),
     ],

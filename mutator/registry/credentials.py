@@ -49,11 +49,21 @@ class PodKeyrings(Protocol):
 def load_docker_config(path: str) -> Keyring:
     """A Docker ``config.json`` (or legacy ``.dockercfg``) file as a keyring; unreadable is a ConfigError."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
+        with open(path, "rb") as handle:
+            raw = handle.read()
     except OSError as exc:
         raise ConfigError(f"cannot read docker config {path}: {exc.strerror}") from None
-    except ValueError:
+    return parse_docker_config(raw, path=path)
+
+
+def parse_docker_config(raw: bytes, *, path: str) -> Keyring:
+    """The bytes of the Docker config at *path* as a keyring; not JSON is a ConfigError.
+
+    Apart from :func:`load_docker_config` so that a reload parses exactly the bytes it read once.
+    """
+    try:
+        data = json.loads(raw)
+    except ValueError:  # also bytes that are not UTF-8
         raise ConfigError(f"docker config {path} is not JSON") from None
     if isinstance(data, dict):
         for helper_key in ("credsStore", "credHelpers"):
@@ -82,6 +92,15 @@ class CredentialSources:
                                                    config.credential_provider_bin_dir)
         path = docker_config or config.docker_config
         return cls(pods=pods, plugins=plugins, docker_config=load_docker_config(path) if path else None)
+
+    def use_docker_config(self, keyring: Keyring) -> None:
+        """Answer from *keyring* instead of the Docker config read so far: the file was rotated.
+
+        One attribute swap: a lookup already holding its credentials goes on with them, the
+        next one asks again. Nothing else needs to forget the old keyring: tokens are cached
+        and access proved per credential fingerprint, so new credentials start afresh.
+        """
+        self._docker_config = keyring
 
     def with_pods(self, pods: PodKeyrings | None) -> CredentialSources:
         """These sources with *pods* first: for a command that reads the cluster only after its
