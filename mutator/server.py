@@ -122,9 +122,10 @@ async def mutate(request: web.Request) -> web.Response:
     if isinstance(body, web.Response):
         return body
     resolver, memo = request.app[RESOLVER], request.app[MEMO]
-    seen = memo_module.envelope(body, mode)
-    review: Review | None = seen.review if seen is not None else None
+    review: Review | None = None
     try:
+        seen = memo_module.envelope(body, mode)
+        review = seen.review if seen is not None else None
         outcome = (await webhook.answer_known(seen, mode=mode, resolver=resolver, memo=memo,
                                               deadline=deadline) if seen is not None else None)
         if outcome is None:
