@@ -119,6 +119,7 @@ class _Batch:
         self.handler: logging.Handler | None = None  # the JSON handler setup() installed, if any
         self._lines: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def pending(self) -> bool:
@@ -130,11 +131,15 @@ class _Batch:
 
     def add(self, line: bytes) -> None:
         self._lines.append(line)
-        if self._timer is None:
-            try:
-                self._timer = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
-            except RuntimeError:  # no loop (a command-line run): nothing would flush it later
-                self.flush()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a command-line run): nothing would flush it later
+            self.flush()
+            return
+        # A timer of a loop that has since ended (one server after another in a process) never fires.
+        if self._timer is None or self._loop is not loop:
+            self._loop = loop
+            self._timer = loop.call_later(FLUSH_SECONDS, self.flush)
 
     def flush(self) -> None:
         if self._timer is not None:

@@ -107,3 +107,24 @@ def test_the_text_format_is_never_batched(stderr):
     decided()
     assert not logs._BATCH.pending
     assert "admission patched" in stderr.getvalue() and not stderr.getvalue().startswith("{")
+
+
+def test_a_timer_left_by_an_ended_loop_does_not_hold_lines_back(stderr):
+    async def admit() -> None:
+        alone()
+        decided()
+
+    asyncio.run(admit())  # its loop ends before the timer fires
+    assert logs._BATCH.pending and stderr.getvalue() == ""
+
+    async def later() -> None:
+        alone()
+        decided()
+        for _ in range(200):  # the new loop's timer writes them: poll, bounded (1 s)
+            if stderr.getvalue():
+                return
+            await asyncio.sleep(0.005)
+
+    asyncio.run(later())
+    assert [line["uid"] for line in lines(stderr)] == ["u-1", "u-1"]
+    assert not logs._BATCH.pending
