@@ -33,6 +33,18 @@ log = logging.getLogger(__name__)
 Stamp = tuple[tuple[int, int, int, int], ...]
 
 
+def file_stamp(*paths: str) -> Stamp | None:
+    """mtime, inode, size and device of each file the paths resolve to; ``None`` if one is missing.
+
+    A Secret volume swaps a symlink, so the inode changes even when the mtime does not.
+    """
+    try:
+        stats = [os.stat(path) for path in paths]  # follows the symlinks to the files in use
+    except OSError:
+        return None
+    return tuple((s.st_mtime_ns, s.st_ino, s.st_size, s.st_dev) for s in stats)
+
+
 class CertReloader:
     def __init__(self, context: ssl.SSLContext, *, cert_file: str, key_file: str) -> None:
         self._context = context
@@ -43,11 +55,7 @@ class CertReloader:
         metrics.TLS_NOT_AFTER.set(tls.not_after(cert_file))
 
     def _stat(self) -> Stamp | None:
-        try:
-            stats = [os.stat(path) for path in (self._cert_file, self._key_file)]
-        except OSError:
-            return None  # mid-rotation, or gone: keep serving what is loaded
-        return tuple((s.st_mtime_ns, s.st_ino, s.st_size, s.st_dev) for s in stats)
+        return file_stamp(self._cert_file, self._key_file)  # None mid-rotation: keep what is loaded
 
     def check(self) -> bool:
         """Load the files if they changed since the last look; True if a new certificate is in use.

@@ -27,15 +27,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 
 from mutator import metrics
 from mutator.errors import ConfigError
 from mutator.registry.credentials import CredentialSources, parse_docker_config
+from mutator.reload import file_stamp
 
 log = logging.getLogger(__name__)
-
-Stamp = tuple[int, int, int, int]
 
 _LOADED = metrics.DOCKER_CONFIG_RELOADS.labels("loaded")
 _INVALID = metrics.DOCKER_CONFIG_RELOADS.labels("invalid")
@@ -47,7 +45,7 @@ class DockerConfigReloader:
     def __init__(self, sources: CredentialSources, path: str) -> None:
         self._sources = sources
         self._path = path
-        self._stamp = self._stat()
+        self._stamp = file_stamp(self._path)
         self._digest = ""
         self._missing = False
         self.reloads = 0
@@ -55,16 +53,9 @@ class DockerConfigReloader:
         # stat would otherwise go unseen until the file changed again.
         self._load(quiet=True)
 
-    def _stat(self) -> Stamp | None:
-        try:
-            s = os.stat(self._path)  # follows the symlinks to the file in use
-        except OSError:
-            return None
-        return (s.st_mtime_ns, s.st_ino, s.st_size, s.st_dev)
-
     def check(self) -> bool:
         """Load the file if it changed since the last look; True if new credentials are in use."""
-        stamp = self._stat()
+        stamp = file_stamp(self._path)
         if stamp is None:
             if not self._missing:  # said once, not every few seconds
                 self._missing = True
