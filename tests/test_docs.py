@@ -1,0 +1,23 @@
+"""The documents a user looks for first: the licence the package declares, and the change log."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+from tests.support.chart import ROOT
+
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_license_file_is_the_apache_2_0_text_pyproject_declares():
+    assert PYPROJECT["license"] == "Apache-2.0"
+    text = words((ROOT / "LICENSE").read_text())
+    assert text.startswith("Apache License Version 2.0, January 2004 http://www.apache.org/licenses/")
+    sections = re.findall(r"\b(\d)\. ([A-Z][a-z]+(?: [a-zA-Z]+)*)\.", text)
+    assert [number for number, _ in sections] == [str(n) for n in range(1, 10)], sections
+    assert "END OF TERMS AND CONDITIONS" in text and "APPENDIX: How to apply the Apache License" in text
