@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 import tomllib
 
-from tests.support.chart import ROOT
+import yaml
+
+from tests.support.chart import CHART, ROOT
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
@@ -21,3 +23,12 @@ def test_license_file_is_the_apache_2_0_text_pyproject_declares():
     sections = re.findall(r"\b(\d)\. ([A-Z][a-z]+(?: [a-zA-Z]+)*)\.", text)
     assert [number for number, _ in sections] == [str(n) for n in range(1, 10)], sections
     assert "END OF TERMS AND CONDITIONS" in text and "APPENDIX: How to apply the Apache License" in text
+
+
+def test_changelog_starts_at_the_version_the_package_and_the_chart_carry():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    text = (ROOT / "CHANGELOG.md").read_text()
+    versions = re.findall(r"^## \[([^\]]+)\]", text, re.MULTILINE)
+    assert versions and versions[0] == PYPROJECT["version"] == chart["version"] == chart["appVersion"]
+    assert versions[-1] == "0.1.0"  # where the log starts
+    assert "### Added" in text.split(f"## [{versions[0]}]", 1)[1]
