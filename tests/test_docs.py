@@ -32,3 +32,11 @@ def test_changelog_starts_at_the_version_the_package_and_the_chart_carry():
     assert versions and versions[0] == PYPROJECT["version"] == chart["version"] == chart["appVersion"]
     assert versions[-1] == "0.1.0"  # where the log starts
     assert "### Added" in text.split(f"## [{versions[0]}]", 1)[1]
+
+
+def test_readme_says_how_to_build_and_push_and_that_the_default_image_is_a_placeholder():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    install = (ROOT / "README.md").read_text().split("## Install on a cluster", 1)[1].split("\n## ", 1)[0]
+    assert "docker build -t" in install and "buildah bud -t" in install and "docker push" in install
+    assert f"`{values['image']['repository']}`, is a placeholder" in install
+    assert "--set image.repository=" in install
