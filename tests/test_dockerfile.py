@@ -39,9 +39,34 @@ def test_hadolint_passes():
 def test_multi_stage_slim_base_app_as_a_wheel():
     bases = instructions("FROM")
     assert len(bases) >= 2 and all("slim" in base for base in bases)
-    assert "pip wheel" in DOCKERFILE.read_text()
-    assert re.search(r"pip install [^\n]*\.whl", final_stage())
+    build_stage = DOCKERFILE.read_text()[: -len(final_stage())]
+    assert "pip wheel" in build_stage
+    assert re.search(r"pip install [^\n]*--prefix=/install [^\n]*\.whl", " ".join(instructions("RUN")))
+    assert instructions("COPY")[-1] == "--from=build /install /usr/local"  # the installed tree, no wheels
     assert "COPY mutator" not in final_stage()  # the source tree stays in the build stage
+
+
+def test_plain_dockerfile_syntax_for_any_builder():
+    """No frontend image to fetch, nothing only BuildKit understands: docker build and buildah bud."""
+    text = DOCKERFILE.read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, re.MULTILINE | re.IGNORECASE), "no parser directive"
+    assert not any("--mount" in run for run in instructions("RUN")), "RUN --mount is BuildKit's"
+    for run in instructions("RUN"):
+        assert not run.startswith("--") and not run.startswith("<<"), f"RUN {run[:40]}: BuildKit only"
+    for copy in instructions("COPY") + instructions("ADD"):
+        flags = re.findall(r"(--[a-z-]+)=?", copy.split(" /", 1)[0])
+        assert set(flags) <= {"--from", "--chown"}, f"COPY {copy}: flags a classic builder lacks"
+
+
+def test_nothing_but_the_base_image_is_fetched():
+    stages: list[str] = []
+    for base in instructions("FROM"):
+        image, _, name = base.partition(" AS ")
+        assert image == "python:3.11-slim" or image in stages, f"FROM {base} fetches another image"
+        stages.append(name.strip())
+    for copy in instructions("COPY"):
+        source = re.match(r"--from=(\S+)", copy)
+        assert not source or source.group(1) in stages, f"COPY {copy} fetches another image"
 
 
 def test_user_is_numeric_and_not_root():
@@ -49,6 +74,7 @@ def test_user_is_numeric_and_not_root():
     uid, _, gid = user.partition(":")
     assert uid.isdigit() and (not gid or gid.isdigit()), f"USER {user} must be numeric"
     assert int(uid) > 0 and int(gid or uid) > 0
+    assert user == "65532:65532"  # distroless's nonroot, which the chart's securityContext names too
 
 
 def test_read_only_root_filesystem_friendly():

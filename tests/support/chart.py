@@ -48,6 +48,31 @@ def render(values: Mapping[str, Any] | None = None, *, release: str = RELEASE, n
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
+NOTES_PROBE = """apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: notes
+data:
+  notes: |-
+    {{- tpl (.Files.Get "probe/NOTES.txt") . | nindent 4 }}
+"""
+
+
+def render_notes(values: Mapping[str, Any] | None = None, *, release: str = RELEASE,
+                 namespace: str = NAMESPACE) -> str:
+    """What ``helm install`` prints as NOTES, without a cluster: ``helm template`` never renders NOTES.txt,
+    so a copy of the chart renders its text through ``tpl``, with the chart's own named templates."""
+    with tempfile.TemporaryDirectory() as scratch:
+        chart = Path(scratch) / CHART.name
+        shutil.copytree(CHART, chart)
+        (chart / "probe").mkdir()
+        (chart / "templates" / "NOTES.txt").rename(chart / "probe" / "NOTES.txt")
+        (chart / "templates" / "notes-probe.yaml").write_text(NOTES_PROBE)
+        result = run_helm("template", release, str(chart), "--namespace", namespace,
+                          "--show-only", "templates/notes-probe.yaml", values=values)
+    return str(yaml.safe_load(result.stdout)["data"]["notes"])
+
+
 def find(objects: Sequence[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [o for o in objects if o.get("kind") == kind]
 
