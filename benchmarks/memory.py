@@ -72,7 +72,7 @@ async def cache(count: int, *, kubeconfig: str | None = None, generated: bool = 
             digest = "sha256:" + hashlib.sha256(image.encode()).hexdigest()
             canonical = str(reference.parse(image))
             name = image if canonical == image else canonical  # as Resolver._fetch_tag keeps it
-            resolver.tags.put(image, Tagged(digest, name))
+            resolver.tags.settle(image, Tagged(digest, name))  # kept as a lookup would keep it
             resolver.users.put(digest, ImageUser(image=image, reference=name, digest=digest,
                                                  user=sys.intern(f"svc{i % 13}"), uid=1000 + i % 5000,
                                                  gid=1000))
