@@ -123,3 +123,12 @@ async def test_a_rotated_service_account_token_is_read_again(peer, ca, tmp_path,
             (await api.get("/api/v1/serviceaccounts", seconds=10)).release()
             monkeypatch.setattr(kube_client, "TOKEN_REREAD_SECONDS", 0.0)
     assert [hit["authorization"] for hit in peer.seen] == ["Bearer first", "Bearer second", "Bearer third"]
+
+
+async def test_an_unusable_in_cluster_account_is_one_line_saying_so(monkeypatch):
+    """The service's address is set, as in a Pod, but this machine has no service-account token."""
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "1")
+    with pytest.raises(ConfigError, match=r"^in-cluster service account is unusable: .*token file"):
+        await api_client(kubeconfig=None)
