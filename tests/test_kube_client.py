@@ -123,6 +123,7 @@ async def test_a_rotated_service_account_token_is_read_again(peer, ca, tmp_path,
             (await api.get("/api/v1/serviceaccounts", seconds=10)).release()
             monkeypatch.setattr(kube_client, "TOKEN_REREAD_SECONDS", 0.0)
     assert [hit["authorization"] for hit in peer.seen] == ["Bearer first", "Bearer second", "Bearer third"]
+    assert "first" not in repr(api.settings) and "PRIVATE KEY" not in repr(api.settings)
 
 
 async def test_an_unusable_in_cluster_account_is_one_line_saying_so(monkeypatch):

@@ -19,7 +19,7 @@ import os
 import ssl
 import tempfile
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +55,11 @@ class Settings:
     context: str = ""
     ca: str | None = None  # PEM
     cert: str | None = None  # PEM
-    key: str | None = None  # PEM
+    key: str | None = field(default=None, repr=False)  # PEM; never in a log line
     verify: bool = True
     tls_server_name: str | None = None
     proxy: str | None = None
-    token: str | None = None  # the Authorization header's value ("Bearer …")
+    token: str | None = field(default=None, repr=False)  # the Authorization header's value ("Bearer …")
     token_file: str | None = None  # re-read as it rotates (in a cluster)
 
     def ssl_context(self) -> ssl.SSLContext:
@@ -89,7 +89,7 @@ async def load_settings(*args: str) -> Settings:
         lines = err.decode(errors="replace").strip().splitlines()
         raise ConfigError(lines[-1] if lines else f"the loader exited {code}")
     found = json.loads(out)
-    known = {field.name for field in fields(Settings)}
+    known = {each.name for each in fields(Settings)}
     return Settings(**{key: value for key, value in found.items() if key in known})
 
 
