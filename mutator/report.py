@@ -1,8 +1,8 @@
 """``mutator report``: every Pod (or workload) of a cluster as an auditor needs to see it.
 
-Reads the cluster through kubernetes-asyncio (kubeconfig, ``--context`` or in
-cluster), resolves every image with the same resolver and config as the
-server, and with the same credentials its Pods pull with: their own
+Reads the cluster's REST endpoints with the settings kubernetes-asyncio loads
+(kubeconfig, ``--context`` or in cluster), resolves every image with the same
+resolver and config as the server, and with the same credentials its Pods pull with: their own
 ``imagePullSecrets``, else their ServiceAccount's (read through that same
 client, unless ``pull_secrets: false``), then the node-wide sources. Each
 container gets a verdict:
@@ -24,21 +24,21 @@ import asyncio
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
+
+import aiohttp
 
 from mutator import report_render, workloads
 from mutator.config import Config
-from mutator.errors import BadReview, ClusterUnreachable
+from mutator.errors import BadReview, ClusterUnreachable, ConfigError
 from mutator.images import Resolution
 from mutator.inventory import Scan, assess
 from mutator.kube import pullsecrets
+from mutator.kube.client import KubeClient, load_settings
 from mutator.registry.credentials import PullContext
 from mutator.resolver import Resolver
 from mutator.session import with_resolver
 from mutator.webhook import pod_pull_context
-
-if TYPE_CHECKING:
-    from kubernetes_asyncio import client as kube_client
 
 LABEL = "nonroot-mutator/mode"
 # kind → list path (the namespace goes before the last segment); CronJob is batch/v1beta1 before 1.21
@@ -60,44 +60,29 @@ EXIT_OK, EXIT_ROOT, EXIT_ERROR = 0, 1, 2
 # --- reading the cluster ------------------------------------------------------------------------
 
 
-async def connect(*, kubeconfig: str | None, context: str | None,
-                  in_cluster: bool) -> tuple[kube_client.ApiClient, str]:
+async def connect(*, kubeconfig: str | None, context: str | None, in_cluster: bool) -> tuple[KubeClient, str]:
     """An API client and the context's name (``in-cluster`` inside a Pod)."""
-    # Imported here: the generated client costs every other command ~38 MB and a second to load.
-    from kubernetes_asyncio import client as kube_client
-    from kubernetes_asyncio import config as kube_config
-    from kubernetes_asyncio.config import ConfigException
-
+    args = ["--in-cluster"] if in_cluster else [
+        *(["--kubeconfig", kubeconfig] if kubeconfig else []), *(["--context", context] if context else [])]
     try:
-        if in_cluster:
-            configuration = kube_client.Configuration()
-            kube_config.load_incluster_config(client_configuration=configuration)
-            return kube_client.ApiClient(configuration), "in-cluster"
-        api = await kube_config.new_client_from_config(config_file=kubeconfig, context=context)
-        if context is None:
-            _, active = kube_config.list_kube_config_contexts(config_file=kubeconfig)
-            context = (active or {}).get("name", "")
-        return api, context or ""
-    except (ConfigException, OSError, TypeError, ValueError) as exc:
+        settings = await load_settings(*args)
+    except ConfigError as exc:
         raise ClusterUnreachable(f"cannot load the cluster's configuration: {exc}") from None
+    return KubeClient(settings), settings.context
 
 
-async def _get(api: kube_client.ApiClient, path: str, query: list[tuple[str, str]]) -> tuple[int, Any]:
+async def _get(api: KubeClient, path: str, query: list[tuple[str, str]]) -> tuple[int, Any]:
     try:
-        response = await api.call_api(path, "GET", query_params=query,
-                                      header_params={"Accept": "application/json"},
-                                      auth_settings=["BearerToken"], _preload_content=False,
-                                      _request_timeout=REQUEST_TIMEOUT_SECONDS)
-        async with response:
+        async with await api.get(path, query, seconds=REQUEST_TIMEOUT_SECONDS) as response:
             body = await response.read()
             return response.status, json.loads(body) if body else None
     except TimeoutError:
         raise ClusterUnreachable(f"GET {path}: no answer within {REQUEST_TIMEOUT_SECONDS:g} s") from None
-    except (OSError, ValueError) as exc:
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
         raise ClusterUnreachable(f"GET {path}: {exc}") from None
 
 
-async def list_objects(api: kube_client.ApiClient, path: str) -> list[dict[str, Any]] | None:
+async def list_objects(api: KubeClient, path: str) -> list[dict[str, Any]] | None:
     """Every item at *path*, page by page; ``None`` when the API server does not serve it (404)."""
     items: list[dict[str, Any]] = []
     token = ""
@@ -122,7 +107,7 @@ def _namespaced(path: str, namespace: str | None) -> str:
     return f"{head}/namespaces/{namespace}/{resource}"
 
 
-async def collect(api: kube_client.ApiClient, *, by: str,
+async def collect(api: KubeClient, *, by: str,
                   namespaces: Sequence[str]) -> tuple[dict[str, str], list[tuple[str, dict[str, Any]]]]:
     """The modes of the namespaces, and the (kind, object) pairs to report on."""
     listed = await list_objects(api, "/api/v1/namespaces") or []
@@ -241,7 +226,7 @@ async def _scan_cluster(args: argparse.Namespace, config: Config) -> Scan:
             progress = sys.stderr if sys.stderr.isatty() else None
 
             async def work(resolver: Resolver) -> Scan:
-                return await scan(resolver, collected, scan_=Scan(api.configuration.host, context, args.by),
+                return await scan(resolver, collected, scan_=Scan(api.host, context, args.by),
                                   lookup_seconds=config.lookup_timeout_seconds + 1, progress=progress,
                                   pull_secrets=secrets)
 

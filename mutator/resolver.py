@@ -58,11 +58,23 @@ class Tagged:
     manifest: tuple[str, str, dict[str, Any]] | None = None
 
 
-def _keep_tag(found: Tagged | ImageFailure) -> Tagged | None:
-    return Tagged(found.digest, found.reference) if isinstance(found, Tagged) else None
+# A tag entry: the digest alone when the canonical reference is the name itself (a name with its
+# registry and tag spelled out: the usual case for private images), else what the name pointed at.
+TagEntry = str | Tagged
 
 
-def _keep_user(result: Resolution) -> Resolution | None:
+def _keep_tag(image: str, found: TagEntry | ImageFailure) -> TagEntry | None:
+    if not isinstance(found, Tagged):
+        return None
+    return found.digest if found.reference == image else Tagged(found.digest, found.reference)
+
+
+def _tagged(image: str, entry: TagEntry | ImageFailure | None) -> Tagged | ImageFailure | None:
+    """A tag entry as the steps after it take it (off the warm path: this allocates)."""
+    return Tagged(entry, image) if isinstance(entry, str) else entry
+
+
+def _keep_user(_: str, result: Resolution) -> Resolution | None:
     """Only what the image's content says is kept: an image that was missing (404) may be
     pushed a moment later, and a registry that failed may answer the next admission."""
     return result if isinstance(result, ImageUser) else None
@@ -80,7 +92,7 @@ class Resolver:
         self._platform = config.platform
         self._lookup_timeout = config.lookup_timeout_seconds
         size = config.cache_max_entries
-        self.tags: CoalescingCache[str, Tagged | ImageFailure] = CoalescingCache.ttl(
+        self.tags: CoalescingCache[str, TagEntry | ImageFailure] = CoalescingCache.ttl(
             "tag", maxsize=size, ttl=config.cache_ttl_seconds, keep=_keep_tag
         )
         self.layers = LayerCache(max_bytes=config.layer_cache_max_bytes)
@@ -103,17 +115,21 @@ class Resolver:
     def cached(self, image: str) -> Resolution | None:
         """The warm path: what *image* runs as if both steps are cached; no await, no registry."""
         known = self._pinned.get(image) if "@" in image else self.tags.hit(image)
-        if not isinstance(known, Tagged):
+        if type(known) is str:
+            digest, ref = known, image
+        elif isinstance(known, Tagged):
+            digest, ref = known.digest, known.reference
+        else:
             return None
-        found = self.users.hit(known.digest)
+        found = self.users.hit(digest)
         if isinstance(found, ImageUser) and found.image != image:
             # the same content under another name: answer in that name's terms
-            found = dataclasses.replace(found, image=image, reference=known.reference)
+            found = dataclasses.replace(found, image=image, reference=ref)
         return found
 
     def peek(self, image: str) -> Resolution | None:
         """What *image* is cached as, uncounted: for logs, which must not move the hit ratio."""
-        known = self._pinned.get(image) if "@" in image else self.tags.peek(image)
+        known = self._pinned.get(image) if "@" in image else _tagged(image, self.tags.peek(image))
         return self.users.peek(known.digest) if isinstance(known, Tagged) else None
 
     async def resolve(self, images: Iterable[str], *, deadline: float,
@@ -165,7 +181,7 @@ class Resolver:
             known: Tagged | ImageFailure | None = Tagged(ref.digest, str(ref))
             self._pinned[image] = known
         else:
-            known = self.tags.peek(image)  # cached while the user entry was evicted
+            known = _tagged(image, self.tags.peek(image))  # cached while the user entry was evicted
             if known is None:
                 known = await self._tag_lookups.get(
                     image, lambda attempt: self._fetch_tag(image, ref, deadline, pull, attempt),

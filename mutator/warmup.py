@@ -24,6 +24,7 @@ import orjson
 
 from mutator import logs, metrics
 from mutator.images import ImageUser
+from mutator.kube.child import run_module
 from mutator.resolver import Resolver
 
 log = logging.getLogger(__name__)
@@ -136,21 +137,11 @@ async def list_images() -> int:
 
 
 async def _images_from_child() -> list[str] | None:
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mutator.warmup", stdout=asyncio.subprocess.PIPE
-    )
-    try:
-        async with asyncio.timeout(LIST_TIMEOUT_SECONDS):
-            out, _ = await child.communicate()
-    except BaseException:
-        if child.returncode is None:
-            child.kill()
-            await child.wait()
-        raise
-    if child.returncode == EXIT_NO_CLUSTER:
+    code, out, _ = await run_module("mutator.warmup", seconds=LIST_TIMEOUT_SECONDS)
+    if code == EXIT_NO_CLUSTER:
         return None  # the child said why, in one log line
-    if child.returncode != 0:
-        raise RuntimeError(f"listing Pods failed (exit {child.returncode})")
+    if code != 0:
+        raise RuntimeError(f"listing Pods failed (exit {code})")
     images = orjson.loads(out)
     return [image for image in images if isinstance(image, str)]
 

@@ -22,11 +22,15 @@ def test_the_benchmark_smoke_run_prints_and_writes_every_figure(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     figures = json.loads(out.read_text())
     assert set(figures) == {"warm_throughput", "warm_p99", "cold_first_admission", "herd",
-                            "memory_cache", "memory_cache_cluster", "memory_scan", "shared_layers"}
+                            "memory_cache", "memory_cache_cluster", "memory_cache_cluster_generated",
+                            "memory_scan", "shared_layers"}
     for name, figure in figures.items():
         assert figure["baseline"] > 0 and figure["value"] >= 0, name
         assert f"target {figure['target']}" in result.stdout
     # not timings, so they can be asserted: one request per manifest and blob, memory bounds
     assert figures["herd"]["met"] and set(figures["herd"]["samples"]["per_path"]) == {1}
     assert figures["memory_cache"]["met"] and figures["memory_scan"]["met"]
-    assert figures["memory_cache_cluster"]["baseline"] > figures["memory_cache"]["baseline"]
+    # the informers ran against a real API server (the benchmark asserts they were watching), and
+    # without the generated client they cost a fraction of what it does
+    clustered, generated = figures["memory_cache_cluster"], figures["memory_cache_cluster_generated"]
+    assert generated["baseline"] - clustered["baseline"] > 20, (generated, clustered)

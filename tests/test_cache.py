@@ -10,7 +10,7 @@ import pytest
 
 from mutator import metrics
 from mutator.images import ImageFailure, ImageUser
-from mutator.resolver import DEADLINE_MESSAGE
+from mutator.resolver import DEADLINE_MESSAGE, Tagged
 from tests.support.images import Pushed, Pusher, layer, passwd
 from tests.support.proxy import CountingProxy
 from tests.support.registry import RegistryServer
@@ -135,7 +135,7 @@ async def test_an_image_pushed_after_a_404_is_seen_on_retry(session, proxy, push
     assert isinstance(missing, ImageFailure) and not missing.temporary and "404" in missing.message
     push_user(pusher, "cache/late", 1400)
     assert (await resolver.resolve([image], deadline=deadline()))[image].uid == 1400
-    assert resolver.users.peek(resolver.tags.peek(image).digest).uid == 1400
+    assert resolver.peek(image).uid == 1400
 
 
 async def test_two_names_for_one_digest_share_the_image_entry(session, proxy, pusher):
@@ -158,3 +158,18 @@ async def test_the_image_cache_is_bounded(session, proxy, pusher):
         await resolver.resolve([name], deadline=deadline())
     assert len(resolver.users) == 2 and len(resolver.tags) == 2
     assert metrics.CACHE_ENTRIES.labels("image")._value.get() == 2
+
+
+async def test_a_tag_entry_is_the_bare_digest_unless_the_name_is_spelled_otherwise(session, proxy, pusher):
+    """Memory: most names spell out registry and tag, and then the entry need not repeat the name."""
+    full = via(proxy, push_user(pusher, "cache/spelled", 1500, tag="latest"))
+    short = full.removesuffix(":latest")
+    resolver = make_resolver(session, proxy)
+    found = await resolver.resolve([full, short], deadline=deadline())
+    assert type(resolver.tags.peek(full)) is str and resolver.tags.peek(full) == found[full].digest
+    kept = resolver.tags.peek(short)
+    assert isinstance(kept, Tagged) and (kept.digest, kept.reference) == (found[full].digest, full)
+    for image in (full, short):  # the warm path answers each in its own terms
+        warm = resolver.cached(image)
+        assert isinstance(warm, ImageUser) and (warm.image, warm.reference, warm.uid) == (image, full, 1500)
+        assert resolver.peek(image) is not None

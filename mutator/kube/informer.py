@@ -36,7 +36,7 @@ import aiohttp
 from mutator.errors import KubeError
 
 if TYPE_CHECKING:
-    from kubernetes_asyncio import client
+    from mutator.kube.client import KubeClient
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class Informer(Generic[V]):
 
     def __init__(
         self,
-        api: client.ApiClient,
+        api: KubeClient,
         resource: Resource,
         *,
         transform: Callable[[Mapping[str, Any]], V | None],
@@ -137,11 +137,7 @@ class Informer(Generic[V]):
 
     async def _request(self, path: str, query: list[tuple[str, Any]], *, limit: float | None
                        ) -> aiohttp.ClientResponse:
-        response: aiohttp.ClientResponse = await self._api.call_api(
-            path, "GET", query_params=query, header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"], _preload_content=False,
-            _request_timeout=aiohttp.ClientTimeout(total=limit, sock_connect=10),
-        )
+        response = await self._api.get(path, query, seconds=limit)
         if response.status != 200:
             try:
                 body = (await response.content.read(4096)).decode(errors="replace")
@@ -182,7 +178,7 @@ class Informer(Generic[V]):
     async def _watch(self, version: str) -> str:
         """Follow changes from *version* until the server ends the watch; the last version seen."""
         seconds = random.randint(self._watch_seconds, 2 * self._watch_seconds)  # spread the re-watches
-        query = [*self._selector(), ("watch", "true"), ("resourceVersion", version),
+        query = [*self._selector(), ("watch", "1"), ("resourceVersion", version),
                  ("allowWatchBookmarks", "true"), ("timeoutSeconds", seconds)]
         # The server ends the watch after timeoutSeconds; our own bound catches a connection that died
         # silently, which would otherwise leave the cache frozen without a single error.

@@ -36,7 +36,7 @@ from mutator.kube.informer import Informer, Resource
 from mutator.registry.keyring import Keyring
 
 if TYPE_CHECKING:
-    from kubernetes_asyncio import client
+    from mutator.kube.client import KubeClient
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def _names(entries: Any) -> tuple[str, ...]:
 class PullSecrets:
     """The ``PodKeyrings`` source backed by the cluster (informers over Secrets and ServiceAccounts)."""
 
-    def __init__(self, api: client.ApiClient, *, fetched_seconds: float = FETCHED_SECONDS,
+    def __init__(self, api: KubeClient, *, fetched_seconds: float = FETCHED_SECONDS,
                  owns_api: bool = True) -> None:
         self._api = api
         self._owns_api = owns_api  # False: the client is the caller's, who closes it
@@ -228,7 +228,7 @@ async def from_config(*, enabled: bool, kubeconfig: str | None) -> PullSecrets |
 
 
 @contextlib.asynccontextmanager
-async def on_client(api: client.ApiClient, *, enabled: bool) -> AsyncIterator[PullSecrets | None]:
+async def on_client(api: KubeClient, *, enabled: bool) -> AsyncIterator[PullSecrets | None]:
     """Pull secrets read through a client the caller already has (``mutator report``, whose
     ``--kubeconfig``, ``--context`` or ``--in-cluster`` chose the cluster); ``None`` when not *enabled*.
 
