@@ -25,7 +25,7 @@ from collections.abc import Iterable
 import orjson
 
 from benchmarks.bench_admission import admission_body
-from mutator import admission, memo, webhook
+from mutator import webhook
 from mutator.images import ImageUser
 from mutator.memo import Memo
 from mutator.policy import Mode
@@ -48,15 +48,7 @@ class _WarmResolver:
 
 
 async def _admit(body: bytes, resolver: Resolver, deadline: float, store: Memo | None = None) -> bytes:
-    seen = memo.envelope(body, Mode.ENFORCE) if store is not None else None
-    if seen is not None and store is not None:
-        known = await webhook.answer_known(seen, mode=Mode.ENFORCE, resolver=resolver, memo=store,
-                                           deadline=deadline)
-        if known is not None:
-            return orjson.dumps(known.response)
-    review = admission.decode(body)
-    outcome = await webhook.handle(review, mode=Mode.ENFORCE, resolver=resolver, deadline=deadline,
-                                   memo=store, key=seen.key if seen is not None else None)
+    outcome = await webhook.admit(body, mode=Mode.ENFORCE, resolver=resolver, deadline=deadline, memo=store)
     return orjson.dumps(outcome.response)
 
 

@@ -37,7 +37,6 @@ from mutator import (
     workload_warnings,
     workloads,
 )
-from mutator import memo as memo_module
 from mutator.admission import Review
 from mutator.config import Config
 from mutator.errors import BadReview
@@ -121,28 +120,13 @@ async def mutate(request: web.Request) -> web.Response:
     body = await _read_body(request, mode)
     if isinstance(body, web.Response):
         return body
-    resolver, memo = request.app[RESOLVER], request.app[MEMO]
-    review: Review | None = None
     try:
-        seen = memo_module.envelope(body, mode)
-        review = seen.review if seen is not None else None
-        outcome = (await webhook.answer_known(seen, mode=mode, resolver=resolver, memo=memo,
-                                              deadline=deadline) if seen is not None else None)
-        if outcome is None:
-            review = _decode(request, body, mode, resources=admission.PODS)
-            if isinstance(review, web.Response):
-                return review
-            outcome = await webhook.handle(review, mode=mode, resolver=resolver, deadline=deadline,
-                                           memo=memo, key=seen.key if seen is not None else None)
+        outcome = await webhook.admit(body, mode=mode, resolver=request.app[RESOLVER], deadline=deadline,
+                                      memo=request.app[MEMO])
     except BadReview as exc:
         return _bad_request(request, str(exc), mode)
-    except Exception:  # a bug: logged in full, answered by the mode's failure policy
-        uid = review.uid if review is not None else "?"
-        log.exception("internal error deciding on review uid=%s", uid)
-        metrics.ADMISSIONS.labels(mode, "error").inc()
-        if review is None:
-            return _bad_request(request, "request could not be read (internal error, logged)", mode)
-        return web.json_response(webhook.internal_error(review, mode=mode))
+    if outcome.failed:  # counted and logged where it failed; the mode's failure policy answers
+        return web.json_response(outcome.response)
 
     answer = orjson.dumps(outcome.response)
     elapsed = time.perf_counter() - started

@@ -1,41 +1,102 @@
 """One admission, start to end: review in → containers → image users → decision → review out.
 
-Shared by the HTTPS server and ``mutator review`` so that the offline check a
-developer runs is exactly what the cluster runs.
+:func:`admit` is the whole path a ``/mutate/{mode}`` body takes (the decisions
+memo first, else decode, decide, evidence, and the memo keeps the answer);
+:func:`handle` is its decide step, shared with ``mutator review`` so that the
+offline check a developer runs is exactly what the cluster runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from mutator import admission, evidence, findings, metrics, policy
 from mutator.admission import AdmissionReviewDoc, Review
+from mutator.errors import BadReview
 from mutator.findings import Finding
 from mutator.images import ImageFailure
-from mutator.memo import Decided, Memo, Seen
+from mutator.memo import Decided, Memo, Seen, envelope
 from mutator.policy import Decision, Mode
 from mutator.registry.credentials import PullContext
 from mutator.resolver import DEADLINE_MESSAGE, Resolver
+
+log = logging.getLogger(__name__)
+
+Result = Literal["allowed", "patched", "refused", "error"]
+UNREADABLE = "request could not be read (internal error, logged)"
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     review: Review
-    decision: Decision | None  # None: the request was not ours to change
+    decision: Decision | None  # None: the request was not ours to change (or deciding failed)
     response: AdmissionReviewDoc
     found: tuple[Finding, ...] = ()  # per container, for the log line
+    failed: bool = False  # deciding failed on a bug: *response* is the mode's failure policy
 
     @property
-    def result(self) -> str:
+    def result(self) -> Result:
+        if self.failed:
+            return "error"
         if self.decision is None:
             return "allowed"
         if not self.decision.allowed:
             return "refused"
         return "patched" if self.decision.patch else "allowed"
+
+
+async def admit(body: bytes, *, mode: Mode, resolver: Resolver, deadline: float,
+                memo: Memo | None = None) -> Outcome:
+    """The answer to the body of a ``/mutate/{mode}`` request: the one path every Pod takes.
+
+    With *memo*, a Pod decided before is answered from it (:func:`answer_known`);
+    otherwise the body is decoded and decided (:func:`handle`), and the decision
+    kept for the Pods that repeat it. Raises :class:`BadReview` when the review
+    cannot be read (an HTTP 400: the request is wrong, or unreadable through a
+    bug, logged); a bug while deciding is logged and answered by the mode's
+    failure policy (``Outcome.failed``), never raised.
+    """
+    seen: Seen | None = None
+    if memo is not None:
+        try:
+            seen = envelope(body, mode)
+        except Exception:  # a bug: logged in full, answered as unreadable
+            log.exception("internal error deciding on review uid=?")
+            metrics.ADMISSIONS.labels(mode, "error").inc()
+            raise BadReview(UNREADABLE) from None
+    review = seen.review if seen is not None else None
+    try:
+        if seen is not None and memo is not None:
+            known = await answer_known(seen, mode=mode, resolver=resolver, memo=memo, deadline=deadline)
+            if known is not None:
+                return known
+        review = _read(body)
+        return await handle(review, mode=mode, resolver=resolver, deadline=deadline,
+                            memo=memo, key=seen.key if seen is not None else None)
+    except BadReview:
+        raise
+    except Exception:  # a bug: logged in full, answered by the mode's failure policy
+        log.exception("internal error deciding on review uid=%s", review.uid if review is not None else "?")
+        metrics.ADMISSIONS.labels(mode, "error").inc()
+        if review is None:
+            raise BadReview(UNREADABLE) from None
+        return Outcome(review, None, internal_error(review, mode=mode), failed=True)
+
+
+def _read(body: bytes) -> Review:
+    """The validated Pod review in *body*; any fault reading it is a :class:`BadReview` (a 400)."""
+    try:
+        return admission.decode(body, resources=admission.PODS)
+    except BadReview:
+        raise
+    except Exception:  # a bug: logged in full, never a 500 with a traceback
+        log.exception("internal error reading a review")
+        raise BadReview(UNREADABLE) from None
 
 
 async def answer_known(seen: Seen, *, mode: Mode, resolver: Resolver, memo: Memo,
