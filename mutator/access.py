@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from cachetools import TTLCache
 
 from mutator import metrics
-from mutator.errors import ImageError, InvalidReference, RegistryError
+from mutator.errors import DeadlineExceeded, ImageError, InvalidReference, RegistryError
 from mutator.images import ImageFailure, ImageUser, Resolution
 from mutator.registry import reference
 from mutator.registry.client import RegistryClient
@@ -151,9 +151,9 @@ class AccessGate:
                 screened[image] = _verdict(results[image], ref, task)  # type: ignore[arg-type]
                 late.discard(image)
         for image in late:
-            screened[image] = ImageFailure(
-                image, "no answer from the registry before the admission deadline "
-                "(checking this Pod's access to the image)", temporary=True)
+            screened[image] = ImageFailure.of(image, DeadlineExceeded(
+                "no answer from the registry before the admission deadline "
+                "(checking this Pod's access to the image)"))
         return screened
 
     def _grant(self, key: tuple[str, str]) -> _Grant | None:

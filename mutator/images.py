@@ -6,8 +6,9 @@ a vocabulary without importing each other.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from mutator.errors import DeadlineExceeded, ImageError
 from mutator.passwd import split_user
 
 
@@ -62,6 +63,17 @@ class ImageFailure:
     image: str
     message: str
     temporary: bool
+    cause: type[ImageError] | None = field(default=None, compare=False)  # what went wrong, by type
+
+    @classmethod
+    def of(cls, image: str, error: ImageError) -> ImageFailure:
+        """The failure *error* describes: its message, whether it is temporary, and its type."""
+        return cls(image, str(error), temporary=error.temporary, cause=type(error))
+
+    @property
+    def past_deadline(self) -> bool:
+        """True when no answer came before the admission's deadline (a lookup or an access check)."""
+        return self.cause is not None and issubclass(self.cause, DeadlineExceeded)
 
     def as_json(self) -> dict[str, object]:
         return {"image": self.image, "error": self.message, "temporary": self.temporary}

@@ -33,7 +33,7 @@ from mutator import logs, metrics, passwd
 from mutator.access import AccessGate, Requester, requester
 from mutator.cache import CoalescingCache
 from mutator.config import Config, Platform
-from mutator.errors import ImageError, InvalidReference, UnresolvableUser
+from mutator.errors import DeadlineExceeded, ImageError, InvalidReference, UnresolvableUser
 from mutator.images import ImageFailure, ImageUser, Resolution
 from mutator.registry import reference, rootfs, transport
 from mutator.registry.client import RegistryClient
@@ -142,7 +142,7 @@ class Resolver:
             if task.done() and not task.cancelled() and task.exception() is None:
                 results[image] = task.result()
             else:
-                results[image] = ImageFailure(image, DEADLINE_MESSAGE, temporary=True)
+                results[image] = ImageFailure.of(image, DeadlineExceeded(DEADLINE_MESSAGE))
         return await self.access.screen(results, pull=pull, deadline=deadline) if pull else results
 
     def start(self, image: str, *, deadline: float | None = None,
@@ -244,7 +244,7 @@ class Resolver:
         except InvalidReference as exc:
             failure = ImageFailure(image, str(exc), temporary=False)
         except ImageError as exc:
-            failure = ImageFailure(image, str(exc), temporary=exc.temporary)
+            failure = ImageFailure.of(image, exc)
             if attempt is not None:
                 attempt.failed(exc)
         except Exception as exc:  # a hostile registry must never crash an admission

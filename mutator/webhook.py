@@ -23,7 +23,7 @@ from mutator.images import ImageFailure
 from mutator.memo import Decided, Memo, Seen, envelope
 from mutator.policy import Decision, Mode
 from mutator.registry.credentials import PullContext
-from mutator.resolver import DEADLINE_MESSAGE, Resolver
+from mutator.resolver import Resolver
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ async def handle(review: Review, *, mode: Mode, resolver: Resolver, deadline: fl
     images = policy.images_to_resolve(target)
     pull = pull_context(review)
     resolutions = await resolver.resolve(images, deadline=deadline, pull=pull) if images else {}
-    if any(r.message == DEADLINE_MESSAGE for r in resolutions.values() if isinstance(r, ImageFailure)):
+    if any(isinstance(r, ImageFailure) and r.past_deadline for r in resolutions.values()):
         _deadline_counter(mode).inc()
     decision = policy.decide(target, resolutions, mode)
     _count_containers(decision, mode)
