@@ -25,11 +25,11 @@ from collections.abc import Iterable
 import orjson
 
 from benchmarks.bench_admission import admission_body
-from mutator import webhook
-from mutator.images import ImageUser
-from mutator.memo import Memo
-from mutator.policy import Mode
-from mutator.resolver import Resolver
+from mutator.decide.images import ImageUser
+from mutator.decide.policy import Mode
+from mutator.resolve.resolver import Resolver
+from mutator.serve import pipeline as webhook
+from mutator.serve.memo import Memo
 
 IMAGE = "127.0.0.1:5000/app:named"
 

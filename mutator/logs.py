@@ -24,9 +24,9 @@ from typing import Any
 
 import orjson
 
-from mutator import admission
-from mutator.findings import Finding
-from mutator.images import ImageFailure
+from mutator.decide import admission
+from mutator.decide.findings import Finding
+from mutator.decide.images import ImageFailure
 
 log = logging.getLogger("nonroot_mutator.events")
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from mutator import admission
+from mutator.decide import admission
 from mutator.errors import BadReview
 from tests.support.fixtures import review
 

@@ -19,11 +19,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mutator import admission, memo, policy, webhook
-from mutator.evidence import ANNOTATION
-from mutator.images import ImageFailure, ImageUser, Resolution
-from mutator.memo import Memo
-from mutator.policy import Mode
+from mutator.decide import admission, policy
+from mutator.decide.evidence import ANNOTATION
+from mutator.decide.images import ImageFailure, ImageUser, Resolution
+from mutator.decide.policy import Mode
+from mutator.serve import memo
+from mutator.serve import pipeline as webhook
+from mutator.serve.memo import Memo
 from tests.support.fixtures import ADMISSION, review
 
 NAMED = ImageUser("img/named:1", "img/named:1", "sha256:" + "1" * 64, "app", uid=1000, gid=1000)

@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from mutator import metrics, warmup
+from mutator import metrics
 from mutator.config import Config, from_mapping
 from mutator.errors import ConfigError
-from mutator.registry.client import RegistryClient
-from mutator.resolver import Resolver
+from mutator.resolve.registry.client import RegistryClient
+from mutator.resolve.resolver import Resolver
+from mutator.serve import warmup
 from tests.support.images import layer, passwd
 from tests.support.net import free_port, wait_for
 from tests.support.proxy import CountingProxy

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from mutator.kube import pullsecrets
-from mutator.kube.informer import State
-from mutator.registry.credentials import PullContext
+from mutator.resolve.kube import pullsecrets
+from mutator.resolve.kube.informer import State
+from mutator.resolve.registry.credentials import PullContext
 
 from .cluster import KubeCluster, wait_for
 from .conftest import ALICE, Private, Registered, pod_manifest, serving

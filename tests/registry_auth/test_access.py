@@ -15,12 +15,15 @@ from typing import Any
 
 import pytest
 
-from mutator import admission, metrics, report, webhook
+from mutator import metrics
+from mutator.commands import report
 from mutator.config import from_mapping
-from mutator.images import ImageFailure, ImageUser
-from mutator.policy import Mode
-from mutator.registry.credentials import CredentialSources, PullContext
-from mutator.registry.keyring import Keyring
+from mutator.decide import admission
+from mutator.decide.images import ImageFailure, ImageUser
+from mutator.decide.policy import Mode
+from mutator.resolve.registry.credentials import CredentialSources, PullContext
+from mutator.resolve.registry.keyring import Keyring
+from mutator.serve import pipeline as webhook
 from tests.registry_auth.conftest import ALICE_PASSWORD, ALICE_REFRESH, BOB_PASSWORD
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.fixtures import review, with_images
