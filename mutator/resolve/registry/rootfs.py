@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from mutator import metrics
 from mutator.errors import RegistryUnavailable, UnreadableAccountFile
 from mutator.resolve.registry import layerscan
-from mutator.resolve.registry.client import BlobStream, Descriptor, RegistryClient
+from mutator.resolve.registry.client import RegistryClient
+from mutator.resolve.registry.content import BlobStream, Descriptor
 from mutator.resolve.registry.layercache import LayerCache
 from mutator.resolve.registry.layerscan import FOREIGN, MAX_ACCOUNT_FILE_BYTES, Budget, LayerFacts
 from mutator.resolve.registry.reference import Reference
