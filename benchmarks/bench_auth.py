@@ -28,10 +28,10 @@ import aiohttp
 
 from mutator.config import Config, from_mapping
 from mutator.resolve.registry import reference
+from mutator.resolve.registry.authn.credentials import CredentialSources
+from mutator.resolve.registry.authn.keyring import Credential
+from mutator.resolve.registry.authn.plugins import PluginCredentials, load_providers
 from mutator.resolve.registry.client import RegistryClient
-from mutator.resolve.registry.credentials import CredentialSources
-from mutator.resolve.registry.keyring import Credential
-from mutator.resolve.registry.plugins import PluginCredentials, load_providers
 from tests.registry_auth.test_plugins import Plugin
 from tests.support.auth import TestCA, TokenPolicy, TokenServer, basic, htpasswd
 from tests.support.images import Pusher, layer, passwd

@@ -21,8 +21,8 @@ import urllib3
 from mutator import metrics
 from mutator.config import from_mapping
 from mutator.decide.images import ImageFailure, ImageUser
+from mutator.resolve.registry.authn.keyring import Credential
 from mutator.resolve.registry.client import RegistryClient
-from mutator.resolve.registry.keyring import Credential
 from mutator.resolve.resolver import Resolver
 from mutator.serve.tls import self_signed
 from tests.support.faultproxy import Fault, FaultProxy

@@ -17,7 +17,7 @@ from mutator.errors import ConfigError
 from mutator.resolve.kube import pullsecrets
 from mutator.resolve.kube.informer import Informer, Resource, _Gone
 from mutator.resolve.kube.pullsecrets import account_pull_secrets, secret_keyring
-from mutator.resolve.registry.credentials import PullContext
+from mutator.resolve.registry.authn.credentials import PullContext
 from mutator.serve.pipeline import pull_context
 from tests.support.fixtures import review
 

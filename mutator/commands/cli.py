@@ -24,7 +24,7 @@ from mutator.commands import review_command as review
 from mutator.config import Config, Platform
 from mutator.decide.images import ImageUser
 from mutator.errors import ConfigError
-from mutator.resolve.registry.credentials import CredentialSources
+from mutator.resolve.registry.authn.credentials import CredentialSources
 from mutator.resolve.resolver import Resolver
 from mutator.resolve.standalone import with_resolver
 from mutator.serve import server, tls

@@ -33,7 +33,7 @@ from mutator.decide import workloads
 from mutator.decide.images import Resolution
 from mutator.errors import BadReview, ClusterUnreachable
 from mutator.resolve.kube import pullsecrets
-from mutator.resolve.registry.credentials import PullContext
+from mutator.resolve.registry.authn.credentials import PullContext
 from mutator.resolve.resolver import Resolver
 from mutator.resolve.standalone import with_resolver
 from mutator.serve.pipeline import pod_pull_context

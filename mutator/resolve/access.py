@@ -37,9 +37,9 @@ from mutator import metrics
 from mutator.decide.images import ImageFailure, ImageUser, Resolution
 from mutator.errors import DeadlineExceeded, ImageError, InvalidReference, RegistryError
 from mutator.resolve.registry import reference
+from mutator.resolve.registry.authn.credentials import CredentialSources, PullContext
+from mutator.resolve.registry.authn.keyring import Credential
 from mutator.resolve.registry.client import RegistryClient
-from mutator.resolve.registry.credentials import CredentialSources, PullContext
-from mutator.resolve.registry.keyring import Credential
 from mutator.resolve.registry.reference import Reference
 
 log = logging.getLogger(__name__)

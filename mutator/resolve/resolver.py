@@ -37,9 +37,9 @@ from mutator.errors import DeadlineExceeded, ImageError, InvalidReference, Unres
 from mutator.resolve.access import AccessGate, Requester, requester
 from mutator.resolve.cache import CoalescingCache
 from mutator.resolve.registry import reference, rootfs, transport
+from mutator.resolve.registry.authn.credentials import CredentialSources, PullContext
+from mutator.resolve.registry.authn.keyring import Credential
 from mutator.resolve.registry.client import RegistryClient
-from mutator.resolve.registry.credentials import CredentialSources, PullContext
-from mutator.resolve.registry.keyring import Credential
 from mutator.resolve.registry.layercache import LayerCache
 from mutator.resolve.registry.reference import Reference
 from mutator.resolve.sharing import Attempt, SharedLookups

@@ -25,7 +25,7 @@ from typing import Generic, TypeVar
 from mutator.errors import RegistryError
 from mutator.resolve.access import Requester, requester
 from mutator.resolve.cache import CoalescingCache
-from mutator.resolve.registry.keyring import Credential
+from mutator.resolve.registry.authn.keyring import Credential
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")

@@ -8,8 +8,8 @@ from typing import TypeVar
 import aiohttp
 
 from mutator.config import Config
+from mutator.resolve.registry.authn.credentials import CredentialSources
 from mutator.resolve.registry.client import RegistryClient
-from mutator.resolve.registry.credentials import CredentialSources
 from mutator.resolve.resolver import Resolver
 
 T = TypeVar("T")

@@ -12,7 +12,7 @@ is checked every few seconds by ``stat`` (mtime, inode, size and device of the
 file the path resolves to: a symlink swap changes the inode even when the mtime
 does not), which costs microseconds. A changed file is read once and parsed from
 those bytes; its keyring replaces the old one in the shared
-:class:`~mutator.resolve.registry.credentials.CredentialSources`, so the resolver and the
+:class:`~mutator.resolve.registry.authn.credentials.CredentialSources`, so the resolver and the
 access gate ask with the new credentials from their next lookup on.
 
 A file caught mid-write, or that is not JSON, keeps the previous keyring and logs
@@ -30,7 +30,7 @@ import logging
 
 from mutator import metrics
 from mutator.errors import ConfigError
-from mutator.resolve.registry.credentials import CredentialSources, parse_docker_config
+from mutator.resolve.registry.authn.credentials import CredentialSources, parse_docker_config
 from mutator.serve.certreload import file_stamp
 
 log = logging.getLogger(__name__)

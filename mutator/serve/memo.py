@@ -32,7 +32,7 @@ from mutator.decide.admission import API_VERSION, KIND, PODS, AdmissionReviewDoc
 from mutator.decide.findings import Finding
 from mutator.decide.images import ImageUser, Resolution
 from mutator.decide.policy import Decision, Mode
-from mutator.resolve.registry.credentials import PullContext
+from mutator.resolve.registry.authn.credentials import PullContext
 
 DEFAULT_ENTRIES = 256  # distinct Pod specs decided recently; each key holds its spec (a few KB)
 _ABSENT = msgspec.Raw()

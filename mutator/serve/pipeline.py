@@ -22,7 +22,7 @@ from mutator.decide.findings import Finding
 from mutator.decide.images import ImageFailure
 from mutator.decide.policy import Decision, Mode
 from mutator.errors import BadReview
-from mutator.resolve.registry.credentials import PullContext
+from mutator.resolve.registry.authn.credentials import PullContext
 from mutator.resolve.resolver import Resolver
 from mutator.serve.memo import Decided, Memo, Seen, envelope
 

@@ -31,8 +31,8 @@ from mutator.decide.admission import Review
 from mutator.decide.policy import Mode
 from mutator.errors import BadReview
 from mutator.resolve.kube import pullsecrets
+from mutator.resolve.registry.authn.credentials import CredentialSources
 from mutator.resolve.registry.client import RegistryClient
-from mutator.resolve.registry.credentials import CredentialSources
 from mutator.resolve.resolver import Resolver
 from mutator.serve import drain as lifecycle
 from mutator.serve import loopstats, warmup, workload_warnings

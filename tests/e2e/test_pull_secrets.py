@@ -20,7 +20,7 @@ import pytest
 
 from mutator.resolve.kube import pullsecrets
 from mutator.resolve.kube.informer import State
-from mutator.resolve.registry.credentials import PullContext
+from mutator.resolve.registry.authn.credentials import PullContext
 
 from .cluster import KubeCluster, wait_for
 from .conftest import ALICE, Private, Registered, pod_manifest, serving

@@ -17,7 +17,7 @@ import pytest
 
 from mutator.commands import report
 from mutator.resolve.kube import pullsecrets
-from mutator.resolve.registry.credentials import PullContext
+from mutator.resolve.registry.authn.credentials import PullContext
 from tests.test_cli import mutator
 
 from .cluster import KubeCluster

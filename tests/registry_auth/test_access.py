@@ -21,8 +21,8 @@ from mutator.config import from_mapping
 from mutator.decide import admission
 from mutator.decide.images import ImageFailure, ImageUser
 from mutator.decide.policy import Mode
-from mutator.resolve.registry.credentials import CredentialSources, PullContext
-from mutator.resolve.registry.keyring import Keyring
+from mutator.resolve.registry.authn.credentials import CredentialSources, PullContext
+from mutator.resolve.registry.authn.keyring import Keyring
 from mutator.serve import pipeline as webhook
 from tests.registry_auth.conftest import ALICE_PASSWORD, ALICE_REFRESH, BOB_PASSWORD
 from tests.support.faultproxy import Fault, FaultProxy

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mutator.decide.images import ImageFailure, ImageUser
-from mutator.resolve.registry.credentials import CredentialSources
-from mutator.resolve.registry.keyring import Keyring
+from mutator.resolve.registry.authn.credentials import CredentialSources
+from mutator.resolve.registry.authn.keyring import Keyring
 from tests.registry_auth.conftest import ALICE_PASSWORD
 
 pytestmark = pytest.mark.registry

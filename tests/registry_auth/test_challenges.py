@@ -16,8 +16,8 @@ from aiohttp import web
 
 from mutator.config import from_mapping
 from mutator.decide.images import ImageFailure, ImageUser
-from mutator.resolve.registry.credentials import CredentialSources
-from mutator.resolve.registry.keyring import Keyring
+from mutator.resolve.registry.authn.credentials import CredentialSources
+from mutator.resolve.registry.authn.keyring import Keyring
 from mutator.serve.tls import server_context
 from tests.support.net import free_port
 

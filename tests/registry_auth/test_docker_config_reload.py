@@ -22,7 +22,7 @@ from prometheus_client import REGISTRY
 
 from mutator.decide import admission
 from mutator.decide.images import ImageFailure, ImageUser
-from mutator.resolve.registry.credentials import CredentialSources, PullContext
+from mutator.resolve.registry.authn.credentials import CredentialSources, PullContext
 from mutator.resolve.registry.reference import parse
 from mutator.serve.dockerreload import DockerConfigReloader
 from tests.registry_auth.conftest import ALICE_PASSWORD, BOB_PASSWORD, PUSHER_PASSWORD

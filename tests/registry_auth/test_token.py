@@ -9,8 +9,8 @@ import pytest
 from mutator import metrics
 from mutator.decide.images import ImageFailure, ImageUser
 from mutator.resolve.registry.auth import TokenAuthenticator
-from mutator.resolve.registry.credentials import CredentialSources, PullContext
-from mutator.resolve.registry.keyring import Keyring
+from mutator.resolve.registry.authn.credentials import CredentialSources, PullContext
+from mutator.resolve.registry.authn.keyring import Keyring
 from mutator.resolve.registry.transport import Transport
 from tests.registry_auth.conftest import ALICE_PASSWORD, ALICE_REFRESH, BOB_PASSWORD, FakePods
 

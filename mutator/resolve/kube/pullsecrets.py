@@ -33,7 +33,7 @@ from cachetools import TTLCache
 
 from mutator.resolve.kube.client import api_client
 from mutator.resolve.kube.informer import Informer, Resource
-from mutator.resolve.registry.keyring import Keyring
+from mutator.resolve.registry.authn.keyring import Keyring
 
 if TYPE_CHECKING:
     from kubernetes_asyncio import client

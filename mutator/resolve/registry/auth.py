@@ -1,7 +1,7 @@
 """Answering registry challenges: the distribution token flow, Basic, and bare registry tokens.
 
 The client asks the :class:`Authenticator` for headers before each request, for
-one candidate :class:`~mutator.resolve.registry.keyring.Credential` of the lookup it
+one candidate :class:`~mutator.resolve.registry.authn.keyring.Credential` of the lookup it
 serves, and hands it any 401. What is learned is kept so later requests skip
 round trips:
 
@@ -38,7 +38,7 @@ import aiohttp
 from cachetools import LRUCache, TLRUCache
 
 from mutator.errors import RegistryError, RegistryUnavailable
-from mutator.resolve.registry.keyring import Credential, header_safe
+from mutator.resolve.registry.authn.keyring import Credential, header_safe
 from mutator.resolve.registry.transport import measured
 
 log = logging.getLogger(__name__)

@@ -29,8 +29,8 @@ from mutator.errors import (
 )
 from mutator.resolve.registry import platforms
 from mutator.resolve.registry.auth import ANONYMOUS, Authenticator, TokenAuthenticator
+from mutator.resolve.registry.authn.keyring import Credential
 from mutator.resolve.registry.content import CHUNK_BYTES, BlobStream, Descriptor, Image, verify
-from mutator.resolve.registry.keyring import Credential
 from mutator.resolve.registry.reference import Reference, validate_digest
 from mutator.resolve.registry.transport import Endpoint, Transport
 

@@ -7,7 +7,7 @@ same order so we read the image the node will pull with the access it will have:
 
 1. a :class:`PodKeyrings` hook turns a Pod's :class:`PullContext` into a keyring
    (implemented from Kubernetes Secrets elsewhere);
-2. :class:`~mutator.resolve.registry.plugins.PluginCredentials`;
+2. :class:`~mutator.resolve.registry.authn.plugins.PluginCredentials`;
 3. a Docker ``config.json`` file (``docker_config``, ``--docker-config``);
 4. nothing: anonymous.
 
@@ -24,8 +24,8 @@ from typing import Protocol
 
 from mutator.config import Config
 from mutator.errors import ConfigError
-from mutator.resolve.registry.keyring import Credential, Keyring
-from mutator.resolve.registry.plugins import PluginCredentials
+from mutator.resolve.registry.authn.keyring import Credential, Keyring
+from mutator.resolve.registry.authn.plugins import PluginCredentials
 from mutator.resolve.registry.reference import Reference
 
 log = logging.getLogger(__name__)

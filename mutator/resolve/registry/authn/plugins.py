@@ -33,7 +33,7 @@ from cachetools import TLRUCache
 
 from mutator import durations
 from mutator.errors import ConfigError, CredentialProviderError
-from mutator.resolve.registry.keyring import Credential, Keyring, matches, parse_key
+from mutator.resolve.registry.authn.keyring import Credential, Keyring, matches, parse_key
 from mutator.resolve.registry.reference import Reference
 
 log = logging.getLogger(__name__)
