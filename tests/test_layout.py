@@ -125,3 +125,8 @@ def test_every_package_says_what_lives_in_it(package):
 def test_no_module_is_over_400_lines(module):
     lines = len(MODULES[module].read_text().splitlines())
     assert lines <= MAX_LINES, f"{module}: {lines} lines"
+
+
+@pytest.mark.parametrize("module", sorted(n for n in MODULES if n.startswith("mutator.resolve.registry")))
+def test_the_registry_code_is_passed_its_settings_and_imports_no_application_config(module):
+    assert "mutator.config" not in GRAPH[module], module

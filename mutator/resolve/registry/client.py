@@ -20,7 +20,6 @@ from typing import Any
 
 import aiohttp
 
-from mutator.config import Platform, RegistryConfig
 from mutator.errors import (
     InvalidReference,
     RegistryError,
@@ -32,6 +31,7 @@ from mutator.resolve.registry.auth import ANONYMOUS, Authenticator, TokenAuthent
 from mutator.resolve.registry.authn.keyring import Credential
 from mutator.resolve.registry.content import CHUNK_BYTES, BlobStream, Descriptor, Image, verify
 from mutator.resolve.registry.reference import Reference, validate_digest
+from mutator.resolve.registry.settings import PlatformSpec, RegistrySettings
 from mutator.resolve.registry.transport import Endpoint, Transport
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class RegistryClient:
         self,
         *,
         session: aiohttp.ClientSession,
-        registries: Callable[[str], RegistryConfig],
+        registries: Callable[[str], RegistrySettings],
         auth: Authenticator | None = None,
     ) -> None:
         self._transport = Transport(session=session, registries=registries)
@@ -209,7 +209,7 @@ class RegistryClient:
                              method="HEAD"):
             pass
 
-    async def image(self, ref: Reference, platform: Platform, *,
+    async def image(self, ref: Reference, platform: PlatformSpec, *,
                     manifest: tuple[str, str, dict[str, Any]] | None = None) -> Image:
         """Resolve *ref* to one platform's config and layers, following indexes if needed.
 
@@ -268,7 +268,7 @@ def _json_object(raw: bytes, *, what: str) -> dict[str, Any]:
     return document
 
 
-def _choose(index: Mapping[str, Any], platform: Platform, wanted: list[tuple[str, str, str]],
+def _choose(index: Mapping[str, Any], platform: PlatformSpec, wanted: list[tuple[str, str, str]],
             ref: Reference) -> Descriptor:
     """The entry the node would run (see :mod:`mutator.resolve.registry.platforms` for the rules)."""
     entries = index.get("manifests")

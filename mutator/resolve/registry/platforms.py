@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mutator.config import Platform
+from mutator.resolve.registry.settings import PlatformSpec
 
 _ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "i386": "386"}
 
@@ -48,7 +48,7 @@ def _number(variant: str) -> int | None:
     return int(digits) if digits.isdigit() else None
 
 
-def preference(platform: Platform) -> list[tuple[str, str, str]]:
+def preference(platform: PlatformSpec) -> list[tuple[str, str, str]]:
     """Every platform the node would accept for *platform*, best first (all normalised)."""
     os, arch, variant = normalize(platform.os, platform.architecture, platform.variant)
     vector = [(os, arch, variant)]

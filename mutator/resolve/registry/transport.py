@@ -33,9 +33,9 @@ from dataclasses import dataclass
 import aiohttp
 
 from mutator import metrics
-from mutator.config import RegistryConfig
 from mutator.errors import RegistryError, RegistryUnavailable
 from mutator.resolve.registry.reference import DOCKER_HUB
+from mutator.resolve.registry.settings import RegistrySettings
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class Transport:
         self,
         *,
         session: aiohttp.ClientSession,
-        registries: Callable[[str], RegistryConfig],
+        registries: Callable[[str], RegistrySettings],
         max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
         self._session = session
@@ -233,13 +233,13 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _base_url(host: str, settings: RegistryConfig) -> str:
+def _base_url(host: str, settings: RegistrySettings) -> str:
     # Docker Hub's API lives on another name than its images do.
     api_host = "registry-1.docker.io" if host == DOCKER_HUB else host
     return f"{'http' if settings.plain_http else 'https'}://{api_host}"
 
 
-def _tls_context(host: str, settings: RegistryConfig) -> ssl.SSLContext | bool:
+def _tls_context(host: str, settings: RegistrySettings) -> ssl.SSLContext | bool:
     if settings.plain_http:
         return False
     if settings.ca_file is None and settings.cert_file is None and not settings.insecure_skip_verify:

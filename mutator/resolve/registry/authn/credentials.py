@@ -22,11 +22,11 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
-from mutator.config import Config
 from mutator.errors import ConfigError
 from mutator.resolve.registry.authn.keyring import Credential, Keyring
 from mutator.resolve.registry.authn.plugins import PluginCredentials
 from mutator.resolve.registry.reference import Reference
+from mutator.resolve.registry.settings import CredentialSettings
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class CredentialSources:
         self._docker_config = docker_config or Keyring()
 
     @classmethod
-    def from_config(cls, config: Config, *, pods: PodKeyrings | None = None,
+    def from_config(cls, config: CredentialSettings, *, pods: PodKeyrings | None = None,
                     docker_config: str | None = None) -> CredentialSources:
         """The sources *config* names; *docker_config* (the CLI's flag) overrides its file."""
         plugins = None
