@@ -12,7 +12,8 @@ import pytest
 from mutator.decide import admission
 from mutator.decide.images import ImageFailure, ImageUser
 from mutator.decide.passwd import MAX_ID
-from mutator.decide.policy import Finding, Mode, check_ids, decide, images_to_resolve, patch_fields
+from mutator.decide.policy import Assessment as Finding
+from mutator.decide.policy import Mode, check_ids, decide, images_to_resolve, patch_fields
 from mutator.errors import UnsafePatch
 
 NAMED = ImageUser("named", "r/named", "sha256:1", "app", uid=1000, gid=1001)

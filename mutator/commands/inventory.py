@@ -88,7 +88,7 @@ def _row(workload: workloads.Workload, f: Finding, pod_sc: Mapping[str, Any] | N
         namespace=workload.namespace, mode=mode, workload=workload.label, container=f.name,
         image=f.container.image or "", digest=known.digest if known else "",
         user=known.user if known else None, run_as_user=f.run_as_user,
-        run_as_non_root=findings.effective(f.container, pod_sc, "runAsNonRoot"),
+        run_as_non_root=policy.effective(f.container, pod_sc, "runAsNonRoot"),
         verdict=verdict, detail=detail,
     )
 

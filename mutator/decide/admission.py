@@ -187,12 +187,17 @@ def _string(mapping: Mapping[str, Any], key: str, *, required: bool = False) -> 
     return value
 
 
+def shown_name(name: Any, generate_name: Any) -> Any:
+    """An object's name as a human knows it: Pods made by controllers arrive without a name,
+    so theirs is the generateName they were given, with ``*`` for the suffix yet to come."""
+    if name:
+        return name
+    return generate_name + "*" if isinstance(generate_name, str) else ""
+
+
 def _generate_name(obj: Mapping[str, Any] | None) -> str:
-    """Pods made by controllers arrive without a name; their generateName is what a human knows."""
     metadata = (obj or {}).get("metadata")
-    if isinstance(metadata, dict) and isinstance(metadata.get("generateName"), str):
-        return metadata["generateName"] + "*"
-    return ""
+    return shown_name("", metadata.get("generateName")) if isinstance(metadata, dict) else ""
 
 
 def target(review: Review) -> Target | None:

@@ -17,9 +17,8 @@ from typing import Any
 from mutator.decide import policy
 from mutator.decide.admission import Container, Target
 from mutator.decide.images import ImageUser, Resolution
-from mutator.decide.policy import Decision
+from mutator.decide.policy import PROBLEMS, Decision, Outcome, effective
 
-PROBLEMS = ("root", "unresolvable", "unavailable")
 # For an image that runs as root there is no uid to name: this is the line we suggest.
 EXAMPLE_FIX = "USER 1000:1000"
 
@@ -34,7 +33,7 @@ class Finding:
     """
 
     container: Container
-    outcome: str
+    outcome: Outcome
     detail: str
     user: str | None = None  # the image's USER; None when the image was not read
     uid: int | None = None
@@ -63,12 +62,6 @@ class Finding:
         return data
 
 
-def effective(container: Container, pod_sc: Mapping[str, Any] | None, key: str) -> Any:
-    """The container's setting, else the pod's: how the kubelet reads securityContext."""
-    own = (container.security_context or {}).get(key)
-    return own if own is not None else (pod_sc or {}).get(key)
-
-
 def collect(target: Target, resolutions: Mapping[str, Resolution], decision: Decision) -> list[Finding]:
     """One finding per container of *target*, in order, for *decision* made on it.
 
@@ -81,7 +74,7 @@ def collect(target: Target, resolutions: Mapping[str, Resolution], decision: Dec
     return [_finding(found, target.pod_security_context, resolutions) for found in decision.findings]
 
 
-def _finding(found: policy.Finding, pod_sc: Mapping[str, Any] | None,
+def _finding(found: policy.Assessment, pod_sc: Mapping[str, Any] | None,
              resolutions: Mapping[str, Resolution]) -> Finding:
     container = found.container
     run_as_user = effective(container, pod_sc, "runAsUser")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from mutator.decide import admission
 from mutator.decide.admission import MAX_WARNING_CHARS, Container, Target
@@ -40,8 +40,13 @@ class Mode(StrEnum):
     AUDIT = "audit"  # never patch; warn with what enforce would do
 
 
+# What the policy makes of one container; the first three are refusals in enforce mode.
+Outcome = Literal["patch", "skip", "root", "unresolvable", "unavailable"]
+PROBLEMS: tuple[Outcome, ...] = ("root", "unresolvable", "unavailable")
+
+
 @dataclass(frozen=True, slots=True)
-class Finding:
+class Assessment:
     """What was found for one container: the evidence behind a patch, a warning or a refusal.
 
     ``outcome`` is one of ``patch``, ``skip``, ``root``, ``unresolvable``,
@@ -51,7 +56,7 @@ class Finding:
     """
 
     container: Container
-    outcome: str
+    outcome: Outcome
     detail: str = ""  # human reason for root/unresolvable/unavailable
     brief: str = ""  # the reason in a warning's few words, when the detail is long
     uid: int | None = None
@@ -97,15 +102,16 @@ class Decision:
     patch: tuple[dict[str, Any], ...] = ()
     warnings: tuple[str, ...] = ()
     message: str = ""
-    findings: tuple[Finding, ...] = ()
+    findings: tuple[Assessment, ...] = ()
 
     @property
-    def outcomes(self) -> tuple[tuple[str, str], ...]:
+    def outcomes(self) -> tuple[tuple[str, Outcome], ...]:
         """(container, outcome) pairs, for metrics and logs."""
         return tuple((f.container.name, f.outcome) for f in self.findings)
 
 
-def _effective(container: Container, pod_sc: Mapping[str, Any] | None, key: str) -> Any:
+def effective(container: Container, pod_sc: Mapping[str, Any] | None, key: str) -> Any:
+    """The container's setting, else the pod's: how the kubelet reads securityContext."""
     own = (container.security_context or {}).get(key)
     return own if own is not None else (pod_sc or {}).get(key)
 
@@ -115,7 +121,7 @@ def images_to_resolve(target: Target) -> list[str]:
     images = {
         c.image
         for c in target.containers
-        if c.image and _effective(c, target.pod_security_context, "runAsUser") is None
+        if c.image and effective(c, target.pod_security_context, "runAsUser") is None
     }
     return sorted(images)
 
@@ -133,48 +139,48 @@ def check_ids(uid: int | None, gid: int | None) -> None:
 
 
 def _assess(container: Container, pod_sc: Mapping[str, Any] | None,
-            resolutions: Mapping[str, Resolution]) -> Finding:
-    run_as_user = _effective(container, pod_sc, "runAsUser")
+            resolutions: Mapping[str, Resolution]) -> Assessment:
+    run_as_user = effective(container, pod_sc, "runAsUser")
     if run_as_user is not None:
         if run_as_user == 0:
-            return Finding(container, "root", "its securityContext sets runAsUser: 0",
+            return Assessment(container, "root", "its securityContext sets runAsUser: 0",
                            brief="runAsUser: 0")
-        return Finding(container, "skip")
+        return Assessment(container, "skip")
     if container.image is None:
-        return Finding(container, "skip")  # the API server's validation rejects it later
+        return Assessment(container, "skip")  # the API server's validation rejects it later
     found = resolutions.get(container.image)
     if found is None:
-        return Finding(container, "unavailable", "its image was not looked up")
+        return Assessment(container, "unavailable", "its image was not looked up")
     if isinstance(found, ImageFailure):
         outcome = "unavailable" if found.temporary else "unresolvable"
-        return Finding(container, outcome, found.message)
+        return Assessment(container, outcome, found.message)
     return _assess_image(container, found)
 
 
-def _assess_image(container: Container, image: ImageUser) -> Finding:
+def _assess_image(container: Container, image: ImageUser) -> Assessment:
     spec = split_user(image.user)
     user = image.user
     if spec is None:
-        return Finding(container, "root", "its image sets no USER", brief="no USER", uid=0, user=user)
+        return Assessment(container, "root", "its image sets no USER", brief="no USER", uid=0, user=user)
     if image.uid is None:
-        return Finding(container, "unresolvable", f"USER {image.user!r}: {image.problem}", user=user)
+        return Assessment(container, "unresolvable", f"USER {image.user!r}: {image.problem}", user=user)
     if image.uid == 0:
         if spec.user_is_numeric:
-            return Finding(container, "root", f"its image sets USER {image.user!r}",
+            return Assessment(container, "root", f"its image sets USER {image.user!r}",
                            brief=f"USER {image.user!r}", uid=0, gid=image.gid, user=user)
-        return Finding(container, "root", f"its image's USER {spec.user!r} is uid 0 in its /etc/passwd",
+        return Assessment(container, "root", f"its image's USER {spec.user!r} is uid 0 in its /etc/passwd",
                        brief=f"USER {spec.user!r} is uid 0", uid=0, gid=image.gid, user=user)
     if not image.needs_numeric_uid:
-        return Finding(container, "skip", uid=image.uid, gid=image.gid, user=user)  # the kubelet checks it
+        return Assessment(container, "skip", uid=image.uid, gid=image.gid, user=user)  # the kubelet checks it
     try:
         check_ids(image.uid, image.gid)
     except UnsafePatch as exc:
-        return Finding(container, "unresolvable", f"USER {image.user!r}: {exc}", user=user)
+        return Assessment(container, "unresolvable", f"USER {image.user!r}: {exc}", user=user)
     line = f"USER {image.uid}" if image.gid is None else f"USER {image.uid}:{image.gid}"
-    return Finding(container, "patch", uid=image.uid, gid=image.gid, user=user, dockerfile=line)
+    return Assessment(container, "patch", uid=image.uid, gid=image.gid, user=user, dockerfile=line)
 
 
-def patch_fields(finding: Finding, pod_sc: Mapping[str, Any] | None, mode: Mode) -> dict[str, Any]:
+def patch_fields(finding: Assessment, pod_sc: Mapping[str, Any] | None, mode: Mode) -> dict[str, Any]:
     """The securityContext fields *mode* adds to the container: what the patch and audit say.
 
     Raises :class:`UnsafePatch` for an id outside the range, whatever the caller checked.
@@ -182,14 +188,14 @@ def patch_fields(finding: Finding, pod_sc: Mapping[str, Any] | None, mode: Mode)
     check_ids(finding.uid, finding.gid)
     container = finding.container
     fields: dict[str, Any] = {"runAsUser": finding.uid}
-    if finding.gid and _effective(container, pod_sc, "runAsGroup") is None:
+    if finding.gid and effective(container, pod_sc, "runAsGroup") is None:
         fields["runAsGroup"] = finding.gid
     if mode is Mode.ENFORCE and (container.security_context or {}).get("runAsNonRoot") is None:
         fields["runAsNonRoot"] = True
     return fields
 
 
-def _ops(finding: Finding, pod_sc: Mapping[str, Any] | None, mode: Mode) -> list[dict[str, Any]]:
+def _ops(finding: Assessment, pod_sc: Mapping[str, Any] | None, mode: Mode) -> list[dict[str, Any]]:
     """The JSONPatch operations for one container; container level, so sidecars don't inherit.
 
     Only ``add`` operations: the patch can never remove ``runAsNonRoot`` or
@@ -202,7 +208,7 @@ def _ops(finding: Finding, pod_sc: Mapping[str, Any] | None, mode: Mode) -> list
     return [{"op": "add", "path": f"{base}/{key}", "value": value} for key, value in fields.items()]
 
 
-def _describe(finding: Finding) -> str:
+def _describe(finding: Assessment) -> str:
     """One container's part of a refusal: no length limit, so everything is said in full."""
     c = finding.container
     image = f" (image {c.image})" if c.image else ""
@@ -247,7 +253,7 @@ def fit(render: Callable[[str, str | None, int], str], *, name: str, image: str 
     return admission.clip(text, limit)
 
 
-def _warning(finding: Finding, pod_sc: Mapping[str, Any] | None, mode: Mode) -> str:
+def _warning(finding: Assessment, pod_sc: Mapping[str, Any] | None, mode: Mode) -> str:
     if finding.outcome == "patch":
         fields = " ".join(f"{key}={str(value).lower()}" if isinstance(value, bool) else f"{key}={value}"
                           for key, value in patch_fields(finding, pod_sc, Mode.ENFORCE).items())
@@ -280,7 +286,7 @@ def decide(target: Target, resolutions: Mapping[str, Resolution], mode: Mode) ->
     """
     pod_sc = target.pod_security_context
     findings = tuple(_assess(c, pod_sc, resolutions) for c in target.containers)
-    problems = [f for f in findings if f.outcome in ("root", "unresolvable", "unavailable")]
+    problems = [f for f in findings if f.outcome in PROBLEMS]
     patched = [f for f in findings if f.outcome == "patch"]
 
     if mode is Mode.ENFORCE and problems:

@@ -88,9 +88,7 @@ def of(obj: Mapping[str, Any]) -> Workload:
             raise BadReview(f"{kind} has no {walked.lstrip('/').replace('/', '.')} object")
     metadata = obj.get("metadata")
     metadata = metadata if isinstance(metadata, Mapping) else {}
-    name = metadata.get("name") or (
-        f"{metadata['generateName']}*" if isinstance(metadata.get("generateName"), str) else ""
-    )
+    name = admission.shown_name(metadata.get("name"), metadata.get("generateName"))
     namespace = metadata.get("namespace")
     return Workload(
         kind=kind,

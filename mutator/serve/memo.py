@@ -28,7 +28,7 @@ import msgspec
 from cachetools import LRUCache
 
 from mutator import metrics
-from mutator.decide.admission import API_VERSION, KIND, PODS, AdmissionReviewDoc, Review
+from mutator.decide.admission import API_VERSION, KIND, PODS, AdmissionReviewDoc, Review, shown_name
 from mutator.decide.findings import Finding
 from mutator.decide.images import ImageUser, Resolution
 from mutator.decide.policy import Decision, Mode
@@ -106,8 +106,7 @@ def envelope(body: bytes, mode: Mode) -> Seen | None:
             or obj is None or obj.spec is _ABSENT or bytes(request.oldObject) not in (b"", b"null")):
         return None
     metadata = obj.metadata
-    name = request.name or (metadata.generateName + "*" if metadata is not None
-                            and metadata.generateName is not None else "")
+    name = shown_name(request.name, metadata.generateName if metadata is not None else None)
     namespace = request.namespace or ""
     review = Review(uid=request.uid, operation="CREATE", kind="Pod", resource="pods", sub_resource="",
                     namespace=namespace, name=name, object=None, old_object=None, dry_run=request.dryRun)
