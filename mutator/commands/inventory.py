@@ -72,7 +72,7 @@ def assess(obj: Mapping[str, Any], kind: str, *, mode: str,
     target = workload.target
     if target is None:
         return []
-    found = findings.collect(target, resolutions, policy.decide(target, resolutions, Mode.ENFORCE))
+    _, found = findings.decided(target, resolutions, Mode.ENFORCE)
     ours = evidence.read_run_as(obj.get("metadata")) if kind == "Pod" else {}
     return [_row(workload, f, target.pod_security_context, mode, resolutions, ours) for f in found]
 

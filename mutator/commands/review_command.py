@@ -141,8 +141,8 @@ async def assess(items: Sequence[manifests.Item], *, resolver: Resolver, mode: M
 def decide(result: Reviewed, target: admission.Target, resolutions: dict[str, Resolution],
             mode: Mode) -> None:
     """Fill *result* with the findings in *mode* and the fix (ops relative to its document)."""
-    decision = policy.decide(target, resolutions, mode)
-    result.findings = findings.collect(target, resolutions, decision)
+    decision, found = findings.decided(target, resolutions, mode)
+    result.findings = list(found)
     # The fix is the patch warn mode makes (runAsUser/runAsGroup), whatever --mode says.
     fixing = decision if mode is Mode.WARN else policy.decide(target, resolutions, Mode.WARN)
     result.fix = [{**op, "path": result.item.pointer + op["path"]} for op in fixing.patch]

@@ -62,6 +62,14 @@ class Finding:
         return data
 
 
+def decided(target: Target, resolutions: Mapping[str, Resolution],
+            mode: policy.Mode) -> tuple[Decision, tuple[Finding, ...]]:
+    """The decision on *target* and one finding per container: the core every path shares
+    (an admission, the workload warnings, ``mutator review`` and ``mutator report``)."""
+    decision = policy.decide(target, resolutions, mode)
+    return decision, tuple(collect(target, resolutions, decision))
+
+
 def collect(target: Target, resolutions: Mapping[str, Resolution], decision: Decision) -> list[Finding]:
     """One finding per container of *target*, in order, for *decision* made on it.
 

@@ -2,8 +2,13 @@
 
 :func:`admit` is the whole path a ``/mutate/{mode}`` body takes (the decisions
 memo first, else decode, decide, evidence, and the memo keeps the answer);
-:func:`handle` is its decide step, shared with ``mutator review`` so that the
-offline check a developer runs is exactly what the cluster runs.
+:func:`handle` is its decide step, which ``mutator review`` runs on an
+AdmissionReview so that the offline check a developer runs is exactly what the
+cluster runs. :func:`resolve_and_decide` is the core the workload warnings share;
+``mutator review`` of manifests and ``mutator report`` resolve in bulk and share
+its pure half (:func:`mutator.decide.findings.decided`). ``review`` has no
+cluster, so it resolves with the node-wide credentials only; ``report`` passes
+each Pod's :func:`pod_pull_context`, as the admission does.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from mutator import metrics
 from mutator.decide import admission, evidence, findings, policy
 from mutator.decide.admission import AdmissionReviewDoc, Review
 from mutator.decide.findings import Finding
-from mutator.decide.images import ImageFailure
+from mutator.decide.images import ImageFailure, Resolution
 from mutator.decide.policy import Decision, Mode
 from mutator.errors import BadReview
 from mutator.resolve.registry.authn.credentials import PullContext
@@ -133,14 +138,12 @@ async def handle(review: Review, *, mode: Mode, resolver: Resolver, deadline: fl
     if target is None or not target.containers:
         notes = evidence.audit_annotations([], mode=mode.value, result="untouched")
         return Outcome(review, None, admission.respond(review.uid, allowed=True, audit_annotations=notes))
-    images = policy.images_to_resolve(target)
     pull = pull_context(review)
-    resolutions = await resolver.resolve(images, deadline=deadline, pull=pull) if images else {}
+    judged = await resolve_and_decide(target, mode=mode, resolver=resolver, deadline=deadline, pull=pull)
+    images, resolutions, decision, found = judged.images, judged.resolutions, judged.decision, judged.found
     if any(isinstance(r, ImageFailure) and r.past_deadline for r in resolutions.values()):
         _deadline_counter(mode).inc()
-    decision = policy.decide(target, resolutions, mode)
     _count_containers(decision, mode)
-    found = tuple(findings.collect(target, resolutions, decision))
     patch = list(decision.patch)
     if patch and review.operation == "CREATE" and not review.sub_resource:
         # Only a Pod CREATE stores metadata we may add to; subresource updates ignore it.
@@ -156,9 +159,30 @@ async def handle(review: Review, *, mode: Mode, resolver: Resolver, deadline: fl
         audit_annotations=evidence.audit_annotations(found, mode=mode.value, result=result),
     )
     if memo is not None and key is not None:
-        memo.keep(key, Decided(tuple(images), pull, tuple(resolutions[i] for i in images), decision, found,
+        memo.keep(key, Decided(images, pull, tuple(resolutions[i] for i in images), decision, found,
                                response))
     return Outcome(review, decision, response, found)
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """What one pod spec met: the images looked up, their answers, the decision and its findings."""
+
+    images: tuple[str, ...]
+    resolutions: Mapping[str, Resolution]
+    decision: Decision
+    found: tuple[Finding, ...]
+
+
+async def resolve_and_decide(target: admission.Target, *, mode: Mode, resolver: Resolver,
+                             deadline: float, pull: PullContext) -> Judged:
+    """Look up the images of *target* with *pull*'s credentials, then decide: the Pod routes'
+    and the workload warnings' core (the CLI resolves in bulk, then shares the pure half,
+    :func:`mutator.decide.findings.decided`)."""
+    images = tuple(policy.images_to_resolve(target))
+    resolutions = await resolver.resolve(images, deadline=deadline, pull=pull) if images else {}
+    decision, found = findings.decided(target, resolutions, mode)
+    return Judged(images, resolutions, decision, found)
 
 
 def _count_containers(decision: Decision, mode: Mode) -> None:

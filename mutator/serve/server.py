@@ -34,11 +34,10 @@ from mutator.resolve.kube import pullsecrets
 from mutator.resolve.registry.authn.credentials import CredentialSources
 from mutator.resolve.registry.client import RegistryClient
 from mutator.resolve.resolver import Resolver
-from mutator.serve import drain as lifecycle
-from mutator.serve import loopstats, warmup, workload_warnings
-from mutator.serve import pipeline as webhook
+from mutator.serve import loopstats, pipeline, warmup, workload_warnings
 from mutator.serve.certreload import CertReloader
 from mutator.serve.dockerreload import DockerConfigReloader
+from mutator.serve.drain import Drain, Handler
 from mutator.serve.memo import Memo
 
 log = logging.getLogger(__name__)
@@ -53,7 +52,7 @@ CONFIG = web.AppKey("config", Config)
 LOOP = web.AppKey("loop", asyncio.AbstractEventLoop)
 PULL_SECRETS = web.AppKey("pull_secrets", pullsecrets.PullSecrets)
 MEMO = web.AppKey("memo", Memo)
-DRAIN = web.AppKey("drain", lifecycle.Drain)
+DRAIN = web.AppKey("drain", Drain)
 
 
 @functools.lru_cache(maxsize=64)  # the API server sends the same few values every time
@@ -93,7 +92,7 @@ def _counted(mode: Mode, result: str) -> tuple[Any, Any]:
     return metrics.ADMISSIONS.labels(mode.value, result), metrics.ADMISSION_SECONDS.labels(mode.value, result)
 
 
-def _log_outcome(review: admission.Review, outcome: webhook.Outcome, mode: Mode, elapsed: float) -> None:
+def _log_outcome(review: admission.Review, outcome: pipeline.Outcome, mode: Mode, elapsed: float) -> None:
     """One line per patched or refused admission (or one allowed with warnings): see :mod:`mutator.logs`.
     A plain allow is only counted, so the warm path does not pay for a log line."""
     decision = outcome.decision
@@ -113,7 +112,7 @@ async def mutate(request: web.Request) -> web.Response:
     if isinstance(body, web.Response):
         return body
     try:
-        outcome = await webhook.admit(body, mode=mode, resolver=request.app[RESOLVER], deadline=deadline,
+        outcome = await pipeline.admit(body, mode=mode, resolver=request.app[RESOLVER], deadline=deadline,
                                       memo=request.app[MEMO])
     except BadReview as exc:
         return _bad_request(request, str(exc), mode)
@@ -138,7 +137,7 @@ def _mode_and_deadline(request: web.Request, name: str, *, budget: float) -> tup
     timeout = _query_timeout(request.rel_url.raw_query_string)
     if timeout is None:
         timeout = request.app[CONFIG].default_admission_timeout_seconds
-    return mode, webhook.deadline_for(min(timeout, budget), loop=request.app[LOOP])
+    return mode, pipeline.deadline_for(min(timeout, budget), loop=request.app[LOOP])
 
 
 async def _read_review(request: web.Request, label: str, *,
@@ -226,11 +225,11 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return response
 
 
-def _untracked(handler: lifecycle.Handler) -> lifecycle.Handler:
+def _untracked(handler: Handler) -> Handler:
     return handler
 
 
-def make_app(config: Config, *, drain: lifecycle.Drain | None = None) -> web.Application:
+def make_app(config: Config, *, drain: Drain | None = None) -> web.Application:
     # One byte over the limit so that an oversized body is seen and answered with a 400.
     app = web.Application(client_max_size=admission.MAX_BODY_BYTES + 1)
     app[CONFIG] = config
@@ -301,7 +300,7 @@ async def serve(config: Config, *, host: str, port: int, ssl_context: ssl.SSLCon
     seconds and a rotated pair is loaded into *ssl_context* in place.
     """
     metrics.BUILD_INFO.labels(__version__).set(1)
-    drain = lifecycle.Drain()
+    drain = Drain()
     # The drain below already waited for in-flight admissions; closing then takes moments.
     runners = [web.AppRunner(make_app(config, drain=drain), access_log=None, shutdown_timeout=5)]
     watcher: asyncio.Task[None] | None = None

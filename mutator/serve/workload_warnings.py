@@ -9,11 +9,11 @@ the cache, so the Pods that follow admit warm.
 
 from __future__ import annotations
 
-from mutator.decide import admission, feedback, findings, policy, workloads
+from mutator.decide import admission, feedback, workloads
 from mutator.decide.admission import AdmissionReviewDoc, Review
 from mutator.decide.policy import Mode
 from mutator.resolve.resolver import Resolver
-from mutator.serve import pipeline as webhook
+from mutator.serve import pipeline
 
 # Seconds an apply waits for us at most, whatever the webhook's timeoutSeconds says.
 BUDGET_SECONDS = 2.0
@@ -25,11 +25,9 @@ async def handle(review: Review, *, mode: Mode, resolver: Resolver, deadline: fl
     target = workload.target if workload is not None else None
     if workload is None or target is None or not target.containers:
         return admission.respond(review.uid, allowed=True)
-    images = policy.images_to_resolve(target)
-    pull = webhook.pod_pull_context(workloads.pod_spec(review.object or {}, workload.kind),
-                                    namespace=review.namespace or workload.namespace)
-    resolutions = await resolver.resolve(images, deadline=deadline, pull=pull) if images else {}
-    decision = policy.decide(target, resolutions, mode)
-    found = findings.collect(target, resolutions, decision)
+    pull = pipeline.pod_pull_context(workloads.pod_spec(review.object or {}, workload.kind),
+                                     namespace=review.namespace or workload.namespace)
+    judged = await pipeline.resolve_and_decide(target, mode=mode, resolver=resolver, deadline=deadline,
+                                               pull=pull)
     return admission.respond(review.uid, allowed=True,
-                             warnings=feedback.warnings(workload.label, found, mode))
+                             warnings=feedback.warnings(workload.label, judged.found, mode))
