@@ -112,7 +112,12 @@ class Decision:
 
 def effective(container: Container, pod_sc: Mapping[str, Any] | None, key: str) -> Any:
     """The container's setting, else the pod's: how the kubelet reads securityContext."""
-    own = (container.security_context or {}).get(key)
+    return effective_in(container.security_context, pod_sc, key)
+
+
+def effective_in(own_sc: Mapping[str, Any] | None, pod_sc: Mapping[str, Any] | None, key: str) -> Any:
+    """:func:`effective` on the two securityContext mappings themselves (either may be absent)."""
+    own = (own_sc or {}).get(key)
     return own if own is not None else (pod_sc or {}).get(key)
 
 

@@ -263,7 +263,8 @@ async def _registry_session(app: web.Application) -> AsyncIterator[None]:
             credentials = CredentialSources.from_config(config, pods=pods)
             resolver = app[RESOLVER] = Resolver(client=client, config=config, credentials=credentials)
             # readiness does not wait for the warm-up: a cold cache is slower, not wrong
-            tasks = [asyncio.create_task(warmup.warm_up(resolver, concurrency=config.warmup_concurrency))
+            tasks = [asyncio.create_task(warmup.warm_up(
+                resolver, concurrency=config.warmup_concurrency, kubeconfig=config.kubeconfig))
                      ] if config.warmup else []
             if config.docker_config:  # a rotated Secret is used in place: see mutator.serve.dockerreload
                 reloader = DockerConfigReloader(credentials, config.docker_config)

@@ -23,7 +23,10 @@ from typing import Any
 import orjson
 
 from mutator import logs, metrics
+from mutator.decide import policy
 from mutator.decide.images import ImageUser
+from mutator.errors import ConfigError
+from mutator.resolve.kube import client as kube
 from mutator.resolve.resolver import Resolver
 
 log = logging.getLogger(__name__)
@@ -35,45 +38,42 @@ EXIT_NO_CLUSTER = 3
 _CONTAINER_KINDS = ("initContainers", "containers", "ephemeralContainers")
 
 
-async def _api_client() -> Any:
-    """In-cluster credentials, else a kubeconfig ($KUBECONFIG or ~/.kube/config), else None."""
-    from kubernetes_asyncio import client as kube_client
-    from kubernetes_asyncio import config as kube_config
-    from kubernetes_asyncio.config import ConfigException
-
+async def _api_client(kubeconfig: str | None) -> Any:
+    """The cluster the pull secrets are read from (:mod:`mutator.resolve.kube.client`: an explicit
+    kubeconfig, ``$KUBECONFIG`` or the in-cluster service account, never ``~/.kube/config``)."""
     try:
-        kube_config.load_incluster_config()
-        return kube_client.ApiClient()
-    except ConfigException:
-        pass
-    try:
-        configuration = kube_client.Configuration()
-        await kube_config.load_kube_config(client_configuration=configuration)
-        return kube_client.ApiClient(configuration)
-    except (ConfigException, OSError, TypeError, ValueError) as exc:
-        log.info("warm-up skipped: no in-cluster service account and no usable kubeconfig (%s)", exc)
+        api = await kube.api_client(kubeconfig=kubeconfig)
+    except ConfigError as exc:
+        log.info("warm-up skipped: %s", exc)
         return None
+    if api is None:
+        log.info("warm-up skipped: no in-cluster service account and no kubeconfig")
+    return api
 
 
 def images_of(pod: Mapping[str, Any]) -> set[str]:
-    """The images of *pod* whose user an admission would look up: no effective runAsUser."""
+    """The images of *pod* whose user an admission would look up: no effective runAsUser.
+
+    Read leniently (a stored Pod was valid once; what is odd here is skipped, not refused),
+    with the policy's own rule for the effective setting.
+    """
     spec = pod.get("spec")
     if not isinstance(spec, dict):
         return set()
-    pod_user = _run_as_user(spec)
+    pod_sc = _security_context(spec)
     found = set()
     for kind in _CONTAINER_KINDS:
         for container in spec.get(kind) or ():
             if not isinstance(container, dict) or not isinstance(container.get("image"), str):
                 continue
-            if _run_as_user(container) is None and pod_user is None:
+            if policy.effective_in(_security_context(container), pod_sc, "runAsUser") is None:
                 found.add(container["image"])
     return found
 
 
-def _run_as_user(holder: Mapping[str, Any]) -> Any:
+def _security_context(holder: Mapping[str, Any]) -> Mapping[str, Any] | None:
     context = holder.get("securityContext")
-    return context.get("runAsUser") if isinstance(context, dict) else None
+    return context if isinstance(context, dict) else None
 
 
 async def _pods(api: Any, namespace: str) -> list[dict[str, Any]]:
@@ -124,9 +124,9 @@ async def resolve_all(resolver: Resolver, images: Iterable[str], *, concurrency:
     await asyncio.gather(*(one(image) for image in images))
 
 
-async def list_images() -> int:
+async def list_images(kubeconfig: str | None = None) -> int:
     """The child's work: print the opted-in Pods' images as a JSON list; exit 3 without a cluster."""
-    api_client = await _api_client()
+    api_client = await _api_client(kubeconfig)
     if api_client is None:
         return EXIT_NO_CLUSTER
     async with api_client:
@@ -135,9 +135,10 @@ async def list_images() -> int:
     return 0
 
 
-async def _images_from_child() -> list[str] | None:
+async def _images_from_child(kubeconfig: str | None) -> list[str] | None:
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mutator.serve.warmup", stdout=asyncio.subprocess.PIPE
+        sys.executable, "-m", "mutator.serve.warmup", *([kubeconfig] if kubeconfig else []),
+        stdout=asyncio.subprocess.PIPE,
     )
     try:
         async with asyncio.timeout(LIST_TIMEOUT_SECONDS):
@@ -155,10 +156,14 @@ async def _images_from_child() -> list[str] | None:
     return [image for image in images if isinstance(image, str)]
 
 
-async def warm_up(resolver: Resolver, *, concurrency: int) -> None:
-    """List the opted-in Pods and resolve their images; never raises (a failed warm-up costs speed only)."""
+async def warm_up(resolver: Resolver, *, concurrency: int, kubeconfig: str | None = None) -> None:
+    """List the opted-in Pods and resolve their images; never raises (a failed warm-up costs speed only).
+
+    The cluster is the one the pull secrets are read from: *kubeconfig* (the config's key),
+    else ``$KUBECONFIG``, else the in-cluster service account.
+    """
     try:
-        images = await _images_from_child()
+        images = await _images_from_child(kubeconfig)
         if images is None:
             return
         log.info("warm-up: resolving %d images from Pods in opted-in namespaces", len(images))
@@ -173,4 +178,4 @@ async def warm_up(resolver: Resolver, *, concurrency: int) -> None:
 if __name__ == "__main__":
     logs.setup(fmt=os.environ.get(logs.FORMAT_ENV, "text"))  # the server's format, inherited
     logging.getLogger("kubernetes_asyncio").setLevel(logging.ERROR)  # we say why we skip, once
-    sys.exit(asyncio.run(list_images()))
+    sys.exit(asyncio.run(list_images(sys.argv[1] if len(sys.argv) > 1 else None)))

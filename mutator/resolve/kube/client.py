@@ -53,13 +53,13 @@ async def api_client(*, kubeconfig: str | None) -> client.ApiClient | None:
             await config.load_kube_config(config_file=path, client_configuration=configuration)
         except (ConfigException, OSError, ValueError, TypeError) as exc:
             raise ConfigError(f"kubeconfig {path} is unusable: {exc}") from None
-        log.info("reading pull secrets from %s (kubeconfig %s)", configuration.host, path)
+        log.info("reading the cluster at %s (kubeconfig %s)", configuration.host, path)
     elif in_cluster():
         try:
             config.load_incluster_config(client_configuration=configuration)
         except ConfigException as exc:
             raise ConfigError(f"in-cluster service account is unusable: {exc}") from None
-        log.info("reading pull secrets from %s (in-cluster service account)", configuration.host)
+        log.info("reading the cluster at %s (in-cluster service account)", configuration.host)
     else:
         return None
     return client.ApiClient(configuration)
