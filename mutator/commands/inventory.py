@@ -10,14 +10,15 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from mutator.decide import evidence, findings, policy, workloads
 from mutator.decide.findings import Finding
 from mutator.decide.images import ImageUser, Resolution
 from mutator.decide.policy import Mode
 
-VERDICTS = {
+Verdict = Literal["fine", "patched", "named-user", "root", "unresolvable"]
+VERDICTS: dict[Verdict, str] = {
     "fine": "numeric and fine",
     "patched": "patched by nonroot-mutator",
     "named-user": "would fail runAsNonRoot (named user)",
@@ -36,7 +37,7 @@ class Row:
     user: str | None
     run_as_user: Any
     run_as_non_root: Any
-    verdict: str
+    verdict: Verdict
     detail: str
 
 
@@ -93,7 +94,7 @@ def _row(workload: workloads.Workload, f: Finding, pod_sc: Mapping[str, Any] | N
     )
 
 
-def _verdict(f: Finding, image: ImageUser | None, record: Any) -> tuple[str, str]:
+def _verdict(f: Finding, image: ImageUser | None, record: Any) -> tuple[Verdict, str]:
     fix = f"; Dockerfile: {f.fix}" if f.fix else ""
     if f.outcome == "root":
         return "root", f.detail + fix

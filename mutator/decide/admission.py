@@ -12,7 +12,7 @@ import base64
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict, cast, get_args
 
 import orjson
 
@@ -26,6 +26,9 @@ MAX_WARNING_CHARS = 120  # longer warnings are truncated by the API server anywa
 PODS: frozenset[tuple[str, str]] = frozenset({("", "pods")})
 
 ContainerKind = Literal["initContainers", "containers", "ephemeralContainers"]
+# The operations an AdmissionRequest can carry (admission.k8s.io/v1); we are registered for the first two.
+Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
+OPERATIONS: frozenset[str] = frozenset(get_args(Operation))
 
 
 class GroupVersionKind(TypedDict):
@@ -34,18 +37,33 @@ class GroupVersionKind(TypedDict):
     kind: str
 
 
+class GroupVersionResource(TypedDict):
+    group: str
+    version: str
+    resource: str
+
+
+class UserInfo(TypedDict, total=False):
+    username: str
+    uid: str
+    groups: list[str]
+    extra: dict[str, list[str]]
+
+
 class AdmissionRequestDoc(TypedDict, total=False):
+    """The request as the API server sends it; :func:`validate` checks it into a :class:`Review`."""
+
     uid: str
     kind: GroupVersionKind
-    resource: dict[str, str]
+    resource: GroupVersionResource
     subResource: str
     requestKind: GroupVersionKind
-    requestResource: dict[str, str]
+    requestResource: GroupVersionResource
     requestSubResource: str
     name: str
     namespace: str
-    operation: str
-    userInfo: dict[str, Any]
+    operation: Operation
+    userInfo: UserInfo
     object: dict[str, Any] | None
     oldObject: dict[str, Any] | None
     dryRun: bool
@@ -80,7 +98,7 @@ class Review:
     """The parts of an AdmissionRequest the webhook uses, checked for shape."""
 
     uid: str
-    operation: str
+    operation: Operation
     kind: str
     resource: str
     sub_resource: str
@@ -146,6 +164,9 @@ def validate(document: Any, *, resources: frozenset[tuple[str, str]] = PODS) -> 
     if not isinstance(uid, str) or not uid:
         raise BadReview("request.uid is missing")
     operation = _string(request, "operation", required=True)
+    if operation not in OPERATIONS:
+        raise BadReview(f"request.operation must be one of {', '.join(sorted(OPERATIONS))}, "
+                        f"got {operation!r}")
     kind = request.get("kind")
     resource = request.get("resource")
     if not isinstance(kind, dict) or not isinstance(resource, dict):
@@ -166,7 +187,7 @@ def validate(document: Any, *, resources: frozenset[tuple[str, str]] = PODS) -> 
         raise BadReview("request.dryRun must be a boolean")
     return Review(
         uid=uid,
-        operation=operation,
+        operation=cast(Operation, operation),
         kind=_string(kind, "kind", required=True),
         resource=str(resource.get("resource")),
         sub_resource=_string(request, "subResource"),

@@ -12,6 +12,6 @@ that per layer digest. They are kept apart so that transport, credentials and
 naming can each change without touching the others.
 
 May import: the root modules except ``config`` (what it needs of the settings is
-passed in, in the shapes of ``settings``), ``mutator.decide.passwd`` for the
-id rules, and its own modules; nothing from ``serve`` or ``commands``.
+passed in, in the shapes of ``settings``) and its own modules; nothing from
+``decide``, ``serve`` or ``commands``.
 """
