@@ -54,6 +54,7 @@ class AdmissionRequestDoc(TypedDict, total=False):
     """The request as the API server sends it; :func:`validate` checks it into a :class:`Review`."""
 
     uid: str
+    # what is asked about: as the webhook's rules matched it, and as it was sent
     kind: GroupVersionKind
     resource: GroupVersionResource
     subResource: str
@@ -62,6 +63,7 @@ class AdmissionRequestDoc(TypedDict, total=False):
     requestSubResource: str
     name: str
     namespace: str
+    # what is done to it, and by whom
     operation: Operation
     userInfo: UserInfo
     object: dict[str, Any] | None

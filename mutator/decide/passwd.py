@@ -258,6 +258,16 @@ def _first(data: bytes, *, path: str, max_line: int, comments: bool, name: str |
     return None
 
 
+def _named_line(data: bytes | None, what: str, name: str, *, path: str, max_line: int,
+                comments: bool) -> _Line:
+    """The line of the file at *path* naming *name* (a *what*); *data* ``None``: the image lacks the file."""
+    line = _first(data or b"", path=path, max_line=max_line, comments=comments, name=name)
+    if line is None:
+        where = f"has no {path}" if data is None else f"has no such {what} in {path}"
+        raise UserNotFound(f"{what} {name!r} not found: the image {where}")
+    return line
+
+
 def resolve(spec: UserSpec, *, passwd: bytes | None, group: bytes | None) -> Identity:
     """Resolve *spec* against the image's files to the ids the runtime would use.
 
@@ -272,11 +282,8 @@ def resolve(spec: UserSpec, *, passwd: bytes | None, group: bytes | None) -> Ide
     uid = spec.user_id
     primary_gid: int | None = None
     if uid is None:
-        line = _first(passwd or b"", path="/etc/passwd", max_line=PASSWD_MAX_LINE, comments=False,
-                      name=spec.user)
-        if line is None:
-            where = "has no /etc/passwd" if passwd is None else "has no such user in /etc/passwd"
-            raise UserNotFound(f"user {spec.user!r} not found: the image {where}")
+        line = _named_line(passwd, "user", spec.user, path="/etc/passwd", max_line=PASSWD_MAX_LINE,
+                           comments=False)
         uid = _checked_id(line, 2, "uid", "/etc/passwd")
         primary_gid = _checked_id(line, 3, "gid", "/etc/passwd")
     elif spec.group is None and passwd is not None:
@@ -289,10 +296,7 @@ def resolve(spec: UserSpec, *, passwd: bytes | None, group: bytes | None) -> Ide
         return Identity(uid=uid, gid=primary_gid)
     gid = spec.group_id
     if gid is None:
-        entry = _first(group or b"", path="/etc/group", max_line=GROUP_MAX_LINE, comments=True,
-                       name=spec.group)
-        if entry is None:
-            where = "has no /etc/group" if group is None else "has no such group in /etc/group"
-            raise UserNotFound(f"group {spec.group!r} not found: the image {where}")
+        entry = _named_line(group, "group", spec.group, path="/etc/group", max_line=GROUP_MAX_LINE,
+                            comments=True)
         gid = _checked_id(entry, 2, "gid", "/etc/group")
     return Identity(uid=uid, gid=gid)

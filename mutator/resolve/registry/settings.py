@@ -17,6 +17,7 @@ class RegistrySettings(Protocol):
 
     @property
     def plain_http(self) -> bool: ...
+    # TLS: the CA to trust, a client certificate for mutual TLS, or (a lab registry) no checks
     @property
     def ca_file(self) -> str | None: ...
     @property
@@ -25,6 +26,7 @@ class RegistrySettings(Protocol):
     def key_file(self) -> str | None: ...
     @property
     def insecure_skip_verify(self) -> bool: ...
+    # hosts tried in order before this one
     @property
     def mirrors(self) -> tuple[str, ...]: ...
 
@@ -43,9 +45,11 @@ class PlatformSpec(Protocol):
 class CredentialSettings(Protocol):
     """Where node-wide credentials come from: kubelet credential plugins and a Docker config file."""
 
+    # the kubelet's CredentialProviderConfig file, and the directory its plugins are found in
     @property
     def credential_provider_config(self) -> str | None: ...
     @property
     def credential_provider_bin_dir(self) -> str | None: ...
+    # a Docker config.json with node-wide credentials
     @property
     def docker_config(self) -> str | None: ...
