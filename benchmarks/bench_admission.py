@@ -39,7 +39,7 @@ import aiohttp
 
 from benchmarks.layers import big_layer
 from benchmarks.load import cores, cpu_seconds, pin, wrk
-from mutator.registry.client import MANIFEST_ACCEPT
+from mutator.resolve.registry.client import MANIFEST_ACCEPT
 from tests.e2e.cluster import KubeCluster
 from tests.support.fixtures import review
 from tests.support.images import Pushed, Pusher, layer, passwd

@@ -27,11 +27,11 @@ from pathlib import Path
 import aiohttp
 
 from mutator.config import Config, from_mapping
-from mutator.registry import reference
-from mutator.registry.client import RegistryClient
-from mutator.registry.credentials import CredentialSources
-from mutator.registry.keyring import Credential
-from mutator.registry.plugins import PluginCredentials, load_providers
+from mutator.resolve.registry import reference
+from mutator.resolve.registry.authn.credentials import CredentialSources
+from mutator.resolve.registry.authn.keyring import Credential
+from mutator.resolve.registry.authn.plugins import PluginCredentials, load_providers
+from mutator.resolve.registry.client import RegistryClient
 from tests.registry_auth.test_plugins import Plugin
 from tests.support.auth import TestCA, TokenPolicy, TokenServer, basic, htpasswd
 from tests.support.images import Pusher, layer, passwd

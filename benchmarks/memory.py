@@ -26,12 +26,12 @@ import sys
 import aiohttp
 
 from mutator import config as config_module
-from mutator import server  # noqa: F401 - import what `mutator serve` imports, so the baseline is honest
-from mutator.images import ImageUser
-from mutator.kube import pullsecrets
-from mutator.registry import reference
-from mutator.registry.client import RegistryClient
-from mutator.resolver import Resolver, Tagged
+from mutator.decide.images import ImageUser
+from mutator.resolve.kube import pullsecrets
+from mutator.resolve.registry import reference
+from mutator.resolve.registry.client import RegistryClient
+from mutator.resolve.resolver import Resolver, Tagged
+from mutator.serve import server  # noqa: F401 - import what `mutator serve` imports, so the baseline is honest
 
 
 def status(field: str) -> int:

@@ -13,7 +13,7 @@ import sys
 import orjson
 from aiohttp import web
 
-from mutator import tls
+from mutator.serve import tls
 
 
 async def allow(request: web.Request) -> web.Response:

@@ -25,11 +25,11 @@ from collections.abc import Iterable
 import orjson
 
 from benchmarks.bench_admission import admission_body
-from mutator import admission, memo, webhook
-from mutator.images import ImageUser
-from mutator.memo import Memo
-from mutator.policy import Mode
-from mutator.resolver import Resolver
+from mutator.decide.images import ImageUser
+from mutator.decide.policy import Mode
+from mutator.resolve.resolver import Resolver
+from mutator.serve import pipeline as webhook
+from mutator.serve.memo import Memo
 
 IMAGE = "127.0.0.1:5000/app:named"
 
@@ -48,15 +48,7 @@ class _WarmResolver:
 
 
 async def _admit(body: bytes, resolver: Resolver, deadline: float, store: Memo | None = None) -> bytes:
-    seen = memo.envelope(body, Mode.ENFORCE) if store is not None else None
-    if seen is not None and store is not None:
-        known = await webhook.answer_known(seen, mode=Mode.ENFORCE, resolver=resolver, memo=store,
-                                           deadline=deadline)
-        if known is not None:
-            return orjson.dumps(known.response)
-    review = admission.decode(body)
-    outcome = await webhook.handle(review, mode=Mode.ENFORCE, resolver=resolver, deadline=deadline,
-                                   memo=store, key=seen.key if seen is not None else None)
+    outcome = await webhook.admit(body, mode=Mode.ENFORCE, resolver=resolver, deadline=deadline, memo=store)
     return orjson.dumps(outcome.response)
 
 

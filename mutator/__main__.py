@@ -1,3 +1,3 @@
-from mutator.cli import main
+from mutator.commands.cli import main
 
 raise SystemExit(main())

@@ -20,13 +20,14 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from mutator import admission
-from mutator.findings import Finding
-from mutator.images import ImageFailure
+if TYPE_CHECKING:  # types only: the root modules import nothing above them
+    from mutator.decide import admission
+    from mutator.decide.findings import Finding
+    from mutator.decide.images import ImageFailure
 
 log = logging.getLogger("nonroot_mutator.events")
 

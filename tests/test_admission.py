@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from mutator import admission
+from mutator.decide import admission
 from mutator.errors import BadReview
 from tests.support.fixtures import review
 
@@ -150,3 +150,10 @@ def test_response_shape():
     refused = admission.respond("abc", allowed=False, message="no")["response"]
     assert refused["status"] == {"code": 403, "message": "no", "reason": "Forbidden"}
     assert "patch" not in refused
+
+
+def test_an_operation_the_api_does_not_define_is_a_bad_review():
+    document = review("pod-create-multi")
+    document["request"]["operation"] = "PATCH"
+    with pytest.raises(BadReview, match=r"request\.operation must be one of CONNECT, CREATE, DELETE, UPDATE"):
+        admission.validate(document)

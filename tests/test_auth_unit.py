@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mutator.registry.auth import parse_challenge, refresh_margin, token_lifetime
+from mutator.resolve.registry.auth import parse_challenge, refresh_margin, token_lifetime
 
 NOW = 1_800_000_000.0
 

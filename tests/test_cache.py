@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from mutator import metrics
-from mutator.images import ImageFailure, ImageUser
-from mutator.resolver import DEADLINE_MESSAGE, Tagged
+from mutator.decide.images import ImageFailure, ImageUser
+from mutator.resolve.resolver import DEADLINE_MESSAGE, Tagged
 from tests.support.images import Pushed, Pusher, layer, passwd
 from tests.support.proxy import CountingProxy
 from tests.support.registry import RegistryServer

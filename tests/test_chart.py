@@ -307,7 +307,7 @@ def test_hpa_replaces_the_fixed_replica_count():
 
 
 def test_server_args_match_the_cli_and_the_mounted_files():
-    from mutator.cli import _parser
+    from mutator.commands.cli import _parser
 
     objects = rendered("configured")
     [container] = pod_spec(objects)["containers"]

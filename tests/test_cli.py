@@ -104,7 +104,7 @@ def test_serve_requires_a_certificate():
 
 def test_a_server_with_no_cluster_does_not_load_the_cluster_client():
     # kubernetes-asyncio's generated client is ~38 MB of RSS: loaded only when a cluster is configured
-    code = ("import sys, mutator.server, mutator.cli; "
+    code = ("import sys, mutator.serve.server, mutator.commands.cli; "
             "print(sorted(m for m in sys.modules if m.startswith('kubernetes_asyncio')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                             check=True)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from mutator import __version__, cli
-from mutator.tls import self_signed
+from mutator import __version__
+from mutator.commands import cli
+from mutator.serve.tls import self_signed
 
 
 def mutator(*args: str, env: dict[str, str] | None = None, timeout: float = 60
@@ -130,7 +131,7 @@ def test_exit_codes_are_in_every_help(command):
 
 GUARD = """
 import sys
-import mutator.cli as cli
+import mutator.commands.cli as cli
 def boom(args, config):
     raise RuntimeError("the unexpected\\nhappened")
 cli._resolve = boom

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from mutator.cli import _parser
+from mutator.commands.cli import _parser
 from tests.support.chart import CHART, ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mutator import durations
-from mutator.server import parse_timeout
+from mutator.serve.server import parse_timeout
 
 
 @pytest.mark.parametrize(("text", "seconds"), [

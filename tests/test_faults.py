@@ -20,11 +20,11 @@ import urllib3
 
 from mutator import metrics
 from mutator.config import from_mapping
-from mutator.images import ImageFailure, ImageUser
-from mutator.registry.client import RegistryClient
-from mutator.registry.keyring import Credential
-from mutator.resolver import Resolver
-from mutator.tls import self_signed
+from mutator.decide.images import ImageFailure, ImageUser
+from mutator.resolve.registry.authn.keyring import Credential
+from mutator.resolve.registry.client import RegistryClient
+from mutator.resolve.resolver import Resolver
+from mutator.serve.tls import self_signed
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.fixtures import review, with_images
 from tests.support.images import layer, passwd

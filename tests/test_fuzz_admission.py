@@ -32,11 +32,13 @@ import urllib3
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mutator import admission, cli, webhook
+from mutator.commands import cli
+from mutator.decide import admission
+from mutator.decide.images import ImageFailure, ImageUser
+from mutator.decide.passwd import MAX_ID
+from mutator.decide.policy import Mode
 from mutator.errors import BadReview
-from mutator.images import ImageFailure, ImageUser
-from mutator.passwd import MAX_ID
-from mutator.policy import Mode
+from mutator.serve import pipeline as webhook
 from tests.support.fixtures import ADMISSION, review
 from tests.support.net import free_port
 from tests.support.webhook import WebhookProcess
@@ -431,8 +433,8 @@ def test_a_bug_while_deciding_is_answered_by_the_modes_failure_policy(mode, monk
     """Not a 500 with a traceback: enforce refuses (as failurePolicy Fail would), warn/audit allow."""
     from aiohttp.test_utils import TestClient, TestServer
 
-    from mutator import server
     from mutator.config import Config
+    from mutator.serve import server
 
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise KeyError("a bug")

@@ -11,13 +11,15 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from mutator import admission, metrics, webhook
+from mutator import metrics
 from mutator.config import from_mapping
-from mutator.images import ImageUser
-from mutator.passwd import MAX_ID
-from mutator.policy import Mode
-from mutator.registry.client import RegistryClient
-from mutator.resolver import Resolver
+from mutator.decide import admission
+from mutator.decide.images import ImageUser
+from mutator.decide.passwd import MAX_ID
+from mutator.decide.policy import Mode
+from mutator.resolve.registry.client import RegistryClient
+from mutator.resolve.resolver import Resolver
+from mutator.serve import pipeline as webhook
 from tests.support.images import Pusher, layer
 
 pytestmark = pytest.mark.registry

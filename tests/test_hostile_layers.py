@@ -10,8 +10,8 @@ import tracemalloc
 import pytest
 
 from mutator import metrics
-from mutator.images import ImageFailure, ImageUser
-from mutator.registry.layerscan import MAX_ACCOUNT_FILE_BYTES
+from mutator.decide.images import ImageFailure, ImageUser
+from mutator.resolve.registry.layerscan import MAX_ACCOUNT_FILE_BYTES
 from tests.support.bombs import MIB, big_file_layer, zeros_layer
 from tests.support.images import encode, layer, passwd
 from tests.support.resolving import make_resolver, open_session
@@ -158,7 +158,7 @@ def test_a_zstd_frame_asking_for_a_huge_window_is_refused():
     import zstandard
 
     from mutator.errors import UnsupportedImage
-    from mutator.registry import layerscan
+    from mutator.resolve.registry import layerscan
 
     params = zstandard.ZstdCompressionParameters(window_log=28, enable_ldm=True)
     buffer = io.BytesIO()

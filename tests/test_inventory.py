@@ -6,9 +6,10 @@ import json
 from html.parser import HTMLParser
 from typing import Any
 
-from mutator import evidence, report_render
-from mutator.images import ImageFailure, ImageUser
-from mutator.inventory import Scan, assess
+from mutator.commands import report_render
+from mutator.commands.inventory import Scan, assess
+from mutator.decide import evidence
+from mutator.decide.images import ImageFailure, ImageUser
 
 DIGEST = "sha256:" + "e" * 64
 RESOLVED = {

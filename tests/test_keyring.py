@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from mutator.registry.keyring import Credential, Keyring, matches
+from mutator.resolve.registry.authn.keyring import Credential, Keyring, matches
 
 
 def _auth(user: str, password: str) -> str:

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from mutator.commands.report import connect
 from mutator.errors import ClusterUnreachable, ConfigError
-from mutator.kube import client as kube_client
-from mutator.kube.client import KubeClient, Settings, api_client
-from mutator.report import connect
+from mutator.resolve.kube import client as kube_client
+from mutator.resolve.kube.client import KubeClient, Settings, api_client
 from tests.support.auth import TestCA
 
 

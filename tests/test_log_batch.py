@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from mutator import admission, logs
-from mutator.admission import Container
-from mutator.findings import Finding
+from mutator import logs
+from mutator.decide import admission
+from mutator.decide.admission import Container
+from mutator.decide.findings import Finding
 
 REVIEW = admission.Review(uid="u-1", operation="CREATE", kind="Pod", resource="pods", sub_resource="",
                           namespace="team", name="web-*", object=None, old_object=None, dry_run=False)

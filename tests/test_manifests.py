@@ -5,10 +5,12 @@ from __future__ import annotations
 import jsonpatch
 import pytest
 
-from mutator import findings, manifests, policy, review, workloads
+from mutator.commands import manifests
+from mutator.commands import review_command as review
+from mutator.decide import findings, policy, workloads
+from mutator.decide.images import ImageUser
+from mutator.decide.policy import Mode
 from mutator.errors import BadInput
-from mutator.images import ImageUser
-from mutator.policy import Mode
 
 STREAM = """\
 # leading comment

@@ -19,11 +19,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mutator import admission, memo, policy, webhook
-from mutator.evidence import ANNOTATION
-from mutator.images import ImageFailure, ImageUser, Resolution
-from mutator.memo import Memo
-from mutator.policy import Mode
+from mutator.decide import admission, policy
+from mutator.decide.evidence import ANNOTATION
+from mutator.decide.images import ImageFailure, ImageUser, Resolution
+from mutator.decide.policy import Mode
+from mutator.serve import memo
+from mutator.serve import pipeline as webhook
+from mutator.serve.memo import Memo
 from tests.support.fixtures import ADMISSION, review
 
 NAMED = ImageUser("img/named:1", "img/named:1", "sha256:" + "1" * 64, "app", uid=1000, gid=1000)
@@ -63,13 +65,7 @@ def pod(*, uid: str = "u-1", image: str = "img/named:1", mode_namespace: str = "
 async def answer(body: bytes, *, mode: Mode, resolver: Any, store: Memo | None) -> webhook.Outcome:
     """What ``/mutate/{mode}`` does with a body: the memo first, else the full path."""
     deadline = asyncio.get_running_loop().time() + 5
-    seen = memo.envelope(body, mode) if store is not None else None
-    if seen is not None and store is not None:
-        known = await webhook.answer_known(seen, mode=mode, resolver=resolver, memo=store, deadline=deadline)
-        if known is not None:
-            return known
-    return await webhook.handle(admission.decode(body), mode=mode, resolver=resolver, deadline=deadline,
-                                memo=store, key=seen.key if seen is not None else None)
+    return await webhook.admit(body, mode=mode, resolver=resolver, deadline=deadline, memo=store)
 
 
 def without_uid(document: dict[str, Any]) -> dict[str, Any]:

@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 
 from mutator.config import from_mapping
-from mutator.images import ImageUser
-from mutator.registry.client import RegistryClient
-from mutator.resolver import Resolver
+from mutator.decide.images import ImageUser
+from mutator.resolve.registry.client import RegistryClient
+from mutator.resolve.resolver import Resolver
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.images import layer, passwd
 from tests.support.registry import RegistryServer

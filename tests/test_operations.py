@@ -27,9 +27,11 @@ from cryptography import x509
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from mutator import cli, logs, tls
-from mutator.reload import CertReloader
-from mutator.tls import self_signed
+from mutator import logs
+from mutator.commands import cli
+from mutator.serve import tls
+from mutator.serve.certreload import CertReloader
+from mutator.serve.tls import self_signed
 from tests.support.fixtures import review, with_images
 from tests.support.net import wait_for
 from tests.support.promql import exported_series

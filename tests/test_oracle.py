@@ -29,9 +29,9 @@ import aiohttp
 import pytest
 
 from mutator.config import from_mapping
-from mutator.images import ImageUser, Resolution
-from mutator.registry.client import RegistryClient
-from mutator.resolver import Resolver
+from mutator.decide.images import ImageUser, Resolution
+from mutator.resolve.registry.client import RegistryClient
+from mutator.resolve.resolver import Resolver
 from tests.support import rootfs_images
 from tests.support.images import Blob, Pusher, encode, layer, passwd
 from tests.support.registry import RegistryServer

@@ -12,8 +12,8 @@ import tracemalloc
 
 import pytest
 
+from mutator.decide.passwd import MAX_ID, Identity, resolve, split_user
 from mutator.errors import InvalidAccountEntry, InvalidUserSpec, UnresolvableUser, UserNotFound
-from mutator.passwd import MAX_ID, Identity, resolve, split_user
 
 PASSWD = b"""root:x:0:0:root:/root:/bin/sh
 app:x:1000:1001:App:/home/app:/bin/sh

@@ -9,11 +9,12 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from mutator import admission
+from mutator.decide import admission
+from mutator.decide.images import ImageFailure, ImageUser
+from mutator.decide.passwd import MAX_ID
+from mutator.decide.policy import Assessment as Finding
+from mutator.decide.policy import Mode, check_ids, decide, images_to_resolve, patch_fields
 from mutator.errors import UnsafePatch
-from mutator.images import ImageFailure, ImageUser
-from mutator.passwd import MAX_ID
-from mutator.policy import Finding, Mode, check_ids, decide, images_to_resolve, patch_fields
 
 NAMED = ImageUser("named", "r/named", "sha256:1", "app", uid=1000, gid=1001)
 NAME_GROUP = ImageUser("namegroup", "r/ng", "sha256:2", "app:staff", uid=1000, gid=50)

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from mutator import admission
+from mutator.decide import admission
 from mutator.errors import ConfigError
-from mutator.kube import pullsecrets
-from mutator.kube.informer import Informer, Resource, _Gone
-from mutator.kube.pullsecrets import account_pull_secrets, secret_keyring
-from mutator.registry.credentials import PullContext
-from mutator.webhook import pull_context
+from mutator.resolve.kube import pullsecrets
+from mutator.resolve.kube.informer import Informer, Resource, _Gone
+from mutator.resolve.kube.pullsecrets import account_pull_secrets, secret_keyring
+from mutator.resolve.registry.authn.credentials import PullContext
+from mutator.serve.pipeline import pull_context
 from tests.support.fixtures import review
 
 HOST = "registry.example:5000"

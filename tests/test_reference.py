@@ -1,7 +1,7 @@
 import pytest
 
 from mutator.errors import InvalidReference
-from mutator.registry.reference import parse
+from mutator.resolve.registry.reference import parse
 
 DIGEST = "sha256:" + "a" * 64
 

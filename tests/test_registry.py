@@ -10,12 +10,12 @@ import aiohttp
 import pytest
 
 from mutator.config import Config, Platform, RegistryConfig, from_mapping
+from mutator.decide.images import ImageFailure, ImageUser
 from mutator.errors import RegistryError
-from mutator.images import ImageFailure, ImageUser
-from mutator.registry import reference, rootfs
-from mutator.registry.client import RegistryClient, verify
-from mutator.resolver import Resolver
-from mutator.tls import self_signed
+from mutator.resolve.registry import reference, rootfs
+from mutator.resolve.registry.client import RegistryClient, verify
+from mutator.resolve.resolver import Resolver
+from mutator.serve.tls import self_signed
 from tests.support.images import Pusher, layer, passwd
 from tests.support.registry import RegistryServer
 

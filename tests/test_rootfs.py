@@ -8,12 +8,12 @@ import pytest
 
 from mutator import metrics
 from mutator.config import from_mapping
+from mutator.decide.images import ImageUser
 from mutator.errors import ScanLimitExceeded
-from mutator.images import ImageUser
-from mutator.registry import reference, rootfs
-from mutator.registry.client import RegistryClient
-from mutator.registry.layercache import LayerCache
-from mutator.registry.layerscan import LayerFacts, closure
+from mutator.resolve.registry import reference, rootfs
+from mutator.resolve.registry.client import RegistryClient
+from mutator.resolve.registry.layercache import LayerCache
+from mutator.resolve.registry.layerscan import LayerFacts, closure
 from tests.support import rootfs_images
 from tests.support.images import Pusher, group, layer, passwd
 from tests.support.resolving import make_resolver, open_session
@@ -120,7 +120,7 @@ async def test_concurrent_scans_of_one_layer_share_one_read(session, registry, p
 
 
 def test_the_cache_is_bounded_by_memory():
-    from mutator.registry.layerscan import Entry
+    from mutator.resolve.registry.layerscan import Entry
 
     cache = LayerCache(max_bytes=10_000)
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 import urllib3
 
-from mutator import admission
+from mutator.decide import admission
 from tests.support.webhook import WebhookProcess
 
 pytestmark = pytest.mark.registry

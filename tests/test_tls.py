@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mutator import tls
+from mutator.serve import tls
 from tests.support.webhook import WebhookProcess
 
 

@@ -23,13 +23,13 @@ import pytest
 
 from mutator import metrics
 from mutator.config import Config, Platform, from_mapping
+from mutator.decide.images import ImageFailure, ImageUser
 from mutator.errors import ConfigError, RegistryError
-from mutator.images import ImageFailure, ImageUser
-from mutator.registry import platforms, reference
-from mutator.registry.client import OCI_INDEX, OCI_MANIFEST, RegistryClient
-from mutator.registry.transport import BACKOFF_CAP_SECONDS, retry_delay, status_class
-from mutator.resolver import Resolver
-from mutator.tls import self_signed
+from mutator.resolve.registry import platforms, reference
+from mutator.resolve.registry.client import OCI_INDEX, OCI_MANIFEST, RegistryClient
+from mutator.resolve.registry.transport import BACKOFF_CAP_SECONDS, retry_delay, status_class
+from mutator.resolve.resolver import Resolver
+from mutator.serve.tls import self_signed
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.images import Pusher, layer, passwd
 from tests.support.registry import RegistryServer
@@ -275,7 +275,7 @@ async def test_insecure_skip_verify_works_and_warns_once(session, tls_files, cap
         pushed = Pusher(server.url, context=ssl.create_default_context(cafile=cert)).image(
             "insecure/app", "v1", user="app", layers=[layer({"etc/passwd": passwd(("app", 1700, 1700))})])
         insecure = resolver(session, {server.host: {"insecure_skip_verify": True}})
-        with caplog.at_level(logging.WARNING, logger="mutator.registry.transport"):
+        with caplog.at_level(logging.WARNING, logger="mutator.resolve.registry.transport"):
             assert (await insecure.lookup(pushed.reference)).uid == 1700
             insecure.clear()
             assert (await insecure.lookup(pushed.reference)).uid == 1700

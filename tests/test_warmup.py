@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from mutator import metrics, warmup
+from mutator import metrics
 from mutator.config import Config, from_mapping
 from mutator.errors import ConfigError
-from mutator.registry.client import RegistryClient
-from mutator.resolver import Resolver
+from mutator.resolve.registry.client import RegistryClient
+from mutator.resolve.resolver import Resolver
+from mutator.serve import warmup
 from tests.support.images import layer, passwd
 from tests.support.net import free_port, wait_for
 from tests.support.proxy import CountingProxy
@@ -96,3 +97,23 @@ def test_warmup_settings_are_checked():
         from_mapping({"warmup": "yes"})
     with pytest.raises(ConfigError, match="warmup_concurrency must be at least 1"):
         from_mapping({"warmup_concurrency": 0})
+
+
+def test_the_warm_up_never_reads_the_developers_kube_config(tmp_path, monkeypatch, registry_config):
+    """As for the pull secrets: only an explicit kubeconfig, ``$KUBECONFIG`` or the service account."""
+    (tmp_path / ".kube").mkdir()
+    (tmp_path / ".kube" / "config").write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: laptop\n"
+        "clusters: [{name: laptop, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+        "contexts: [{name: laptop, context: {cluster: laptop, user: me}}]\n"
+        "users: [{name: me, user: {token: not-a-real-one}}]\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    server = WebhookProcess(config=registry_config).start()
+    try:
+        wait_for(lambda: "warm-up" in server.log.read_text(), timeout=10, what="the warm-up's log line")
+    finally:
+        server.stop()
+    lines = [line for line in server.log.read_text().splitlines() if "warm-up" in line]
+    assert len(lines) == 1 and "warm-up skipped" in lines[0], lines

@@ -13,7 +13,7 @@ import jsonpatch
 import pytest
 import urllib3
 
-from mutator.evidence import ANNOTATION
+from mutator.decide.evidence import ANNOTATION
 from tests.support.faultproxy import Fault
 from tests.support.fixtures import review, with_images
 from tests.support.net import wait_for

@@ -8,11 +8,11 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from mutator import evidence, feedback, findings, policy, workloads
-from mutator.admission import MAX_WARNING_CHARS
+from mutator.decide import evidence, feedback, findings, policy, workloads
+from mutator.decide.admission import MAX_WARNING_CHARS
+from mutator.decide.images import ImageFailure, ImageUser
+from mutator.decide.policy import Mode
 from mutator.errors import BadReview
-from mutator.images import ImageFailure, ImageUser
-from mutator.policy import Mode
 
 POD_SPEC = {"containers": [{"name": "app", "image": "named"}]}
 

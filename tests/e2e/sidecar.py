@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from mutator.tls import self_signed
+from mutator.serve.tls import self_signed
 
 SIDECAR = "injected-sidecar"
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from mutator.evidence import ANNOTATION
+from mutator.decide.evidence import ANNOTATION
 from tests.support.webhook import WebhookProcess
 from tests.test_cli import mutator
 from tests.test_inventory import Cells

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from mutator.kube import pullsecrets
-from mutator.kube.informer import State
-from mutator.registry.credentials import PullContext
+from mutator.resolve.kube import pullsecrets
+from mutator.resolve.kube.informer import State
+from mutator.resolve.registry.authn.credentials import PullContext
 
 from .cluster import KubeCluster, wait_for
 from .conftest import ALICE, Private, Registered, pod_manifest, serving
@@ -237,7 +237,7 @@ async def test_informer_reads_real_secrets_and_service_accounts(kube, namespaces
 # Run in a fresh interpreter: this one has imported kubernetes-asyncio's generated client elsewhere.
 WATCH_AND_LIST_MODULES = """
 import asyncio, json, sys
-from mutator.kube import pullsecrets
+from mutator.resolve.kube import pullsecrets
 
 async def main():
     source = await pullsecrets.from_config(enabled=True, kubeconfig=sys.argv[1])

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from mutator import report
-from mutator.kube import pullsecrets
-from mutator.registry.credentials import PullContext
+from mutator.commands import report
+from mutator.resolve.kube import pullsecrets
+from mutator.resolve.registry.authn.credentials import PullContext
 from tests.test_cli import mutator
 
 from .cluster import KubeCluster

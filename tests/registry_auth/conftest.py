@@ -10,10 +10,10 @@ import aiohttp
 import pytest
 
 from mutator.config import Config, from_mapping
-from mutator.registry.client import RegistryClient
-from mutator.registry.credentials import CredentialSources, PullContext
-from mutator.registry.keyring import Keyring
-from mutator.resolver import Resolver
+from mutator.resolve.registry.authn.credentials import CredentialSources, PullContext
+from mutator.resolve.registry.authn.keyring import Keyring
+from mutator.resolve.registry.client import RegistryClient
+from mutator.resolve.resolver import Resolver
 from tests.support.auth import TestCA, TokenPolicy, TokenServer, basic, htpasswd
 from tests.support.images import Pusher, layer, passwd
 from tests.support.registry import RegistryServer

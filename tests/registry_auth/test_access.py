@@ -8,17 +8,25 @@ namespace; the e2e tier reads real Secrets). Every request the resolver sends is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from mutator import metrics, report
+from mutator import metrics
+from mutator.commands import report
 from mutator.config import from_mapping
-from mutator.images import ImageFailure, ImageUser
-from mutator.registry.credentials import CredentialSources, PullContext
-from mutator.registry.keyring import Keyring
+from mutator.decide import admission
+from mutator.decide.images import ImageFailure, ImageUser
+from mutator.decide.policy import Mode
+from mutator.resolve.registry.authn.credentials import CredentialSources, PullContext
+from mutator.resolve.registry.authn.keyring import Keyring
+from mutator.serve import pipeline as webhook
 from tests.registry_auth.conftest import ALICE_PASSWORD, ALICE_REFRESH, BOB_PASSWORD
 from tests.support.faultproxy import Fault, FaultProxy
+from tests.support.fixtures import review, with_images
 from tests.support.images import layer, passwd
 
 pytestmark = pytest.mark.registry
@@ -146,16 +154,24 @@ async def test_concurrent_checks_of_one_repository_make_one_request(basic_regist
 
 
 
-async def test_a_check_the_registry_cannot_answer_is_temporary_and_not_kept(registry, pusher, resolver_for):
-    """The registry fails the check (503): the Pod gets a temporary failure, nothing is cached, and the
-    next check, answered, lets it in; an anonymous success marks the repository public for good."""
-    image = pusher.image("access/flaky", "v1", user="app",
-                         layers=[layer({"etc/passwd": passwd(("app", 1501, 1501))})]).reference
+@contextlib.contextmanager
+def _proxied(registry, pusher, resolver_for, repository: str,
+             uid: int) -> Iterator[tuple[FaultProxy, Any, str]]:
+    """An image of *repository* (user app = *uid*) read through a fault proxy, with a cold resolver."""
+    image = pusher.image(repository, "v1", user="app",
+                         layers=[layer({"etc/passwd": passwd(("app", uid, uid))})]).reference
     proxy = FaultProxy(registry.url).start()
     try:
         config = from_mapping({"registries": {proxy.host: {"plain_http": True}}})
-        resolver = resolver_for(config, _sources(proxy.host))
-        image = image.replace(registry.host, proxy.host)
+        yield proxy, resolver_for(config, _sources(proxy.host)), image.replace(registry.host, proxy.host)
+    finally:
+        proxy.stop()
+
+
+async def test_a_check_the_registry_cannot_answer_is_temporary_and_not_kept(registry, pusher, resolver_for):
+    """The registry fails the check (503): the Pod gets a temporary failure, nothing is cached, and the
+    next check, answered, lets it in; an anonymous success marks the repository public for good."""
+    with _proxied(registry, pusher, resolver_for, "access/flaky", 1501) as (proxy, resolver, image):
         # read with team-a's credentials on offer: on record for them, not (yet) as public
         assert isinstance(await _resolve(resolver, image, "team-a"), ImageUser)
 
@@ -169,8 +185,24 @@ async def test_a_check_the_registry_cannot_answer_is_temporary_and_not_kept(regi
         heads = len(proxy.seen(lambda s: s.method == "HEAD"))
         assert isinstance(await _resolve(resolver, image, "team-d"), ImageUser)  # public now: no check
         assert len(proxy.seen(lambda s: s.method == "HEAD")) == heads
-    finally:
-        proxy.stop()
+
+
+async def test_a_deadline_hit_during_the_access_check_is_counted_as_one(registry, pusher, resolver_for):
+    """The image is cached, but this Pod's access check is still waiting on the registry when the
+    admission must answer: a temporary refusal that says why, counted as an expired deadline."""
+    with _proxied(registry, pusher, resolver_for, "access/late", 1502) as (proxy, resolver, image):
+        assert isinstance(await _resolve(resolver, image, "team-a"), ImageUser)  # cached, not public
+
+        proxy.set_fault(Fault("slow", seconds=3, method="HEAD", match="/manifests/"))
+        document = with_images(review("pod-create-kubectl-run"), {"docker.io/library/memcached:1.6": image})
+        document["request"]["namespace"] = "team-b"
+        expired = metrics.DEADLINE_EXPIRED.labels("enforce")._value.get()
+        deadline = asyncio.get_running_loop().time() + 0.5
+        outcome = await webhook.handle(admission.validate(document), mode=Mode.ENFORCE, resolver=resolver,
+                                       deadline=deadline)
+        assert outcome.result == "refused"
+        assert "checking this Pod's access" in (outcome.decision.message if outcome.decision else "")
+        assert metrics.DEADLINE_EXPIRED.labels("enforce")._value.get() == expired + 1
 
 
 async def test_the_report_reads_a_private_image_for_every_namespace_that_may_whatever_the_order(

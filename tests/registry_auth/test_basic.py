@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mutator.images import ImageFailure, ImageUser
-from mutator.registry.credentials import CredentialSources
-from mutator.registry.keyring import Keyring
+from mutator.decide.images import ImageFailure, ImageUser
+from mutator.resolve.registry.authn.credentials import CredentialSources
+from mutator.resolve.registry.authn.keyring import Keyring
 from tests.registry_auth.conftest import ALICE_PASSWORD
 
 pytestmark = pytest.mark.registry

@@ -15,10 +15,10 @@ import pytest
 from aiohttp import web
 
 from mutator.config import from_mapping
-from mutator.images import ImageFailure, ImageUser
-from mutator.registry.credentials import CredentialSources
-from mutator.registry.keyring import Keyring
-from mutator.tls import server_context
+from mutator.decide.images import ImageFailure, ImageUser
+from mutator.resolve.registry.authn.credentials import CredentialSources
+from mutator.resolve.registry.authn.keyring import Keyring
+from mutator.serve.tls import server_context
 from tests.support.net import free_port
 
 pytestmark = pytest.mark.registry

@@ -16,7 +16,7 @@ from collections import Counter
 import pytest
 
 from mutator.config import from_mapping
-from mutator.images import ImageFailure, ImageUser
+from mutator.decide.images import ImageFailure, ImageUser
 from tests.registry_auth.conftest import Sent
 from tests.registry_auth.test_access import _resolve, _sources
 from tests.support.faultproxy import Fault

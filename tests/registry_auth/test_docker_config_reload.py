@@ -20,11 +20,11 @@ import pytest
 import urllib3
 from prometheus_client import REGISTRY
 
-from mutator import admission
-from mutator.images import ImageFailure, ImageUser
-from mutator.registry.credentials import CredentialSources, PullContext
-from mutator.registry.dockerconfig import DockerConfigReloader
-from mutator.registry.reference import parse
+from mutator.decide import admission
+from mutator.decide.images import ImageFailure, ImageUser
+from mutator.resolve.registry.authn.credentials import CredentialSources, PullContext
+from mutator.resolve.registry.reference import parse
+from mutator.serve.dockerreload import DockerConfigReloader
 from tests.registry_auth.conftest import ALICE_PASSWORD, BOB_PASSWORD, PUSHER_PASSWORD
 from tests.support.auth import basic
 from tests.support.images import Pusher, layer, passwd
@@ -150,7 +150,7 @@ def test_a_file_that_does_not_load_or_disappears_keeps_the_previous_keyring(volu
     assert credential_password(sources, image) == "first-pw" and reloader.check() is False
     loaded, invalid = sample("loaded"), sample("invalid")
 
-    caplog.set_level(logging.WARNING, logger="mutator.registry.dockerconfig")
+    caplog.set_level(logging.WARNING, logger="mutator.serve.dockerreload")
     target = volume.path.resolve()
     for garbage in ('{"auths": {"registry.exa', "", "\xff not json"):  # mid-write, truncated, binary
         target.write_bytes(garbage.encode("latin-1"))

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mutator.decide.images import ImageFailure, ImageUser
 from mutator.errors import ConfigError
-from mutator.images import ImageFailure, ImageUser
-from mutator.registry.credentials import CredentialSources, PullContext
-from mutator.registry.keyring import Keyring
-from mutator.registry.plugins import PluginCredentials, load_providers, parse_duration
+from mutator.resolve.registry.authn.credentials import CredentialSources, PullContext
+from mutator.resolve.registry.authn.keyring import Keyring
+from mutator.resolve.registry.authn.plugins import PluginCredentials, load_providers, parse_duration
 from tests.registry_auth.conftest import ALICE_PASSWORD, BOB_PASSWORD, FakePods
 
 pytestmark = pytest.mark.registry

@@ -7,11 +7,11 @@ import asyncio
 import pytest
 
 from mutator import metrics
-from mutator.images import ImageFailure, ImageUser
-from mutator.registry.auth import TokenAuthenticator
-from mutator.registry.credentials import CredentialSources, PullContext
-from mutator.registry.keyring import Keyring
-from mutator.registry.transport import Transport
+from mutator.decide.images import ImageFailure, ImageUser
+from mutator.resolve.registry.auth import TokenAuthenticator
+from mutator.resolve.registry.authn.credentials import CredentialSources, PullContext
+from mutator.resolve.registry.authn.keyring import Keyring
+from mutator.resolve.registry.transport import Transport
 from tests.registry_auth.conftest import ALICE_PASSWORD, ALICE_REFRESH, BOB_PASSWORD, FakePods
 
 pytestmark = pytest.mark.registry

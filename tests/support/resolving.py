@@ -8,8 +8,8 @@ from typing import Protocol
 import aiohttp
 
 from mutator.config import from_mapping
-from mutator.registry.client import RegistryClient
-from mutator.resolver import Resolver
+from mutator.resolve.registry.client import RegistryClient
+from mutator.resolve.resolver import Resolver
 
 
 class Reachable(Protocol):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import urllib3
 
-from mutator.tls import self_signed
+from mutator.serve.tls import self_signed
 
 _LISTENING = re.compile(r"listening on (https://\S+)")
 _METRICS = re.compile(r"metrics on (http://\S+)/metrics")
