@@ -248,7 +248,9 @@ class Resolver:
             if attempt is not None:
                 attempt.failed(exc)
         except Exception as exc:  # a hostile registry must never crash an admission
-            log.exception("unexpected error resolving %s", image)
+            # one line with the type; the traceback only when debugging (-v)
+            log.error("unexpected error resolving %s: %s: %s", image, type(exc).__name__, exc,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
             failure = ImageFailure(image, f"unexpected error: {exc!r}", temporary=True)
         finally:
             transport.DEADLINE.reset(token)

@@ -58,8 +58,9 @@ class Reviewed:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.ENFORCE.value,
                         help="the namespace mode to decide as (default: %(default)s)")
-    parser.add_argument("--config", help="YAML config file (default: $MUTATOR_CONFIG)")
-    parser.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    parser.add_argument("--config", metavar="PATH", help="YAML config file (default: $MUTATOR_CONFIG)")
+    parser.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table",
+                        help="output format (default: %(default)s)")
     parser.add_argument("--fix", action="store_true",
                         help="print the manifests back with numeric runAsUser/runAsGroup added "
                              "(the table goes to stderr)")

@@ -35,6 +35,12 @@ EXIT_NO_CLUSTER = 3
 _CONTAINER_KINDS = ("initContainers", "containers", "ephemeralContainers")
 
 
+def _missing_kubeconfig() -> str | None:
+    """The kubeconfig the client would read ($KUBECONFIG, else ~/.kube/config) when it does not exist."""
+    kubeconfig = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or os.path.expanduser("~/.kube/config")
+    return None if os.path.isfile(kubeconfig) else kubeconfig
+
+
 async def _api_client() -> Any:
     """In-cluster credentials, else a kubeconfig ($KUBECONFIG or ~/.kube/config), else None."""
     from kubernetes_asyncio import client as kube_client
@@ -46,6 +52,11 @@ async def _api_client() -> Any:
         return kube_client.ApiClient()
     except ConfigException:
         pass
+    missing = _missing_kubeconfig()
+    if missing:
+        log.info("warm-up skipped: no in-cluster service account and no kubeconfig (%s does not exist)",
+                 missing)
+        return None
     try:
         configuration = kube_client.Configuration()
         await kube_config.load_kube_config(client_configuration=configuration)
