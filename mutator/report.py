@@ -27,6 +27,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+import yaml
+
 from mutator import report_render, workloads
 from mutator.config import Config
 from mutator.errors import BadReview, ClusterUnreachable
@@ -99,8 +101,9 @@ async def connect(*, kubeconfig: str | None, context: str | None,
             _, active = kube_config.list_kube_config_contexts(config_file=kubeconfig)
             context = (active or {}).get("name", "")
         return api, context or ""
-    except (ConfigException, OSError, TypeError, ValueError) as exc:
-        raise ClusterUnreachable(f"cannot load the cluster's configuration: {exc}") from None
+    except (ConfigException, OSError, TypeError, ValueError, yaml.YAMLError) as exc:
+        why = " ".join(str(exc).split())  # one line: a YAML error spans several
+        raise ClusterUnreachable(f"cannot load the cluster's configuration: {why}") from None
 
 
 async def _get(api: kube_client.ApiClient, path: str, query: list[tuple[str, str]]) -> tuple[int, Any]:

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
+import yaml
 
 from mutator import logs, metrics
 from mutator.images import ImageUser
@@ -61,7 +62,7 @@ async def _api_client() -> Any:
         configuration = kube_client.Configuration()
         await kube_config.load_kube_config(client_configuration=configuration)
         return kube_client.ApiClient(configuration)
-    except (ConfigException, OSError, TypeError, ValueError) as exc:
+    except (ConfigException, OSError, TypeError, ValueError, yaml.YAMLError) as exc:
         log.info("warm-up skipped: no in-cluster service account and no usable kubeconfig (%s)", exc)
         return None
 

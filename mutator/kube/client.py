@@ -12,6 +12,8 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
+import yaml
+
 from mutator.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -51,8 +53,8 @@ async def api_client(*, kubeconfig: str | None) -> client.ApiClient | None:
     if path:
         try:
             await config.load_kube_config(config_file=path, client_configuration=configuration)
-        except (ConfigException, OSError, ValueError, TypeError) as exc:
-            raise ConfigError(f"kubeconfig {path} is unusable: {exc}") from None
+        except (ConfigException, OSError, ValueError, TypeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"kubeconfig {path} is unusable: {' '.join(str(exc).split())}") from None
         log.info("reading pull secrets from %s (kubeconfig %s)", configuration.host, path)
     elif in_cluster():
         try:
