@@ -21,9 +21,10 @@ from typing import Any, TypeVar
 from mutator import __version__, logs, report, review, server, tls
 from mutator import config as config_module
 from mutator.config import Config, Platform
-from mutator.errors import ConfigError
+from mutator.errors import BadInput, ConfigError
 from mutator.images import ImageUser
 from mutator.registry.credentials import CredentialSources
+from mutator.registry.local import open_all
 from mutator.reload import CertReloader
 from mutator.resolver import Resolver
 from mutator.session import with_resolver
@@ -153,7 +154,9 @@ def _parser() -> argparse.ArgumentParser:
     resolve.add_argument("--platform", type=_platform,
                          help="OS/ARCH[/VARIANT], e.g. linux/arm64/v8 (default: from the config)")
     resolve.add_argument("--docker-config", metavar="PATH", help=DOCKER_CONFIG_HELP)
-    resolve.add_argument("images", nargs="+", metavar="IMAGE")
+    resolve.add_argument("images", nargs="+", metavar="IMAGE",
+                         help="a registry image (the default), or oci:DIR[:REF] (an OCI image layout) or "
+                              "docker-archive:FILE[:TAG] (docker save), read offline")
     return parser
 
 
@@ -240,7 +243,14 @@ def _run_fast(main: Coroutine[Any, Any, T]) -> T:
 
 
 def _resolve(args: argparse.Namespace, config: Config) -> int:
+    try:  # a layout or archive that cannot be opened is bad input, before any lookup
+        local = open_all(args.images)
+    except BadInput as exc:
+        print(f"mutator resolve: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
     async def run(resolver: Resolver) -> list[Any]:
+        resolver.local.update(local)
         return await asyncio.gather(
             *(resolver.lookup(image, platform=args.platform) for image in args.images)
         )

@@ -32,6 +32,7 @@ from mutator.errors import BadInput, BadReview
 from mutator.findings import Finding
 from mutator.images import Resolution
 from mutator.policy import Mode
+from mutator.registry import local
 from mutator.resolver import Resolver
 from mutator.session import with_resolver
 
@@ -152,6 +153,7 @@ async def assess(items: Sequence[manifests.Item], *, resolver: Resolver, mode: M
             raise BadInput(f"{item.source}: {exc}") from None
     targets = [r.workload.target for r in results if r.workload is not None and r.workload.target]
     images = sorted({image for t in targets for image in policy.images_to_resolve(t)})
+    resolver.local.update(local.open_all(images))  # oci:DIR, docker-archive:FILE: read offline
     deadline = asyncio.get_running_loop().time() + budget
     resolutions = await resolver.resolve(images, deadline=deadline) if images else {}
     for result in results:

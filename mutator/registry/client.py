@@ -301,14 +301,14 @@ class RegistryClient:
     async def blob(self, ref: Reference, descriptor: Descriptor) -> AsyncIterator[BlobStream]:
         """Open a blob for streaming; its digest is checked if it is read to the end."""
         async with self._get(ref, f"blobs/{descriptor.digest}", kind="layer") as response:
-            yield BlobStream(response, descriptor)
+            yield BlobStream(response.content.iter_chunked(CHUNK_BYTES), descriptor)
 
 
 class BlobStream:
     """Chunks of one blob, hashed as they pass; a short, long or altered blob raises."""
 
-    def __init__(self, response: aiohttp.ClientResponse, descriptor: Descriptor) -> None:
-        self._chunks = response.content.iter_chunked(CHUNK_BYTES)
+    def __init__(self, chunks: AsyncIterator[bytes], descriptor: Descriptor) -> None:
+        self._chunks = chunks
         self._descriptor = descriptor
         self._hasher = _hasher(descriptor.digest)
         self.bytes_read = 0
