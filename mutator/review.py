@@ -195,10 +195,18 @@ async def _answer_review(document: dict[str, Any], *, resolver: Resolver, mode: 
 
 def run(args: argparse.Namespace, config: Config) -> int:
     """The command; errors in the input are reported on stderr with exit 2."""
-    mode = Mode(args.mode)
-    budget = config.default_admission_timeout_seconds
+    level = logs.log.level
     if not getattr(args, "verbose", False):  # the table already says which lookup failed, and why
         logs.log.setLevel(logging.ERROR)
+    try:
+        return _run(args, config)
+    finally:  # for whoever runs more than this command in the process
+        logs.log.setLevel(level)
+
+
+def _run(args: argparse.Namespace, config: Config) -> int:
+    mode = Mode(args.mode)
+    budget = config.default_admission_timeout_seconds
     try:
         sources = [manifests.load(path) for path in manifests.files(args.paths)]
         review_document = _admission_review(sources[0]) if len(sources) == 1 else None
