@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +71,22 @@ def path(*, directory: bool = False) -> Check:
             raise ConfigError(f"{key}: {'directory' if directory else 'file'} {value} does not exist")
         return value
     return check
+
+
+def pem_ca(key: str, value: Any) -> str | None:
+    """An existing file of PEM CA certificates: one that is not is an error now, not at each lookup."""
+    value = path()(key, value)
+    if value is not None:
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=value)
+        except (ssl.SSLError, ValueError, OSError) as exc:
+            raise ConfigError(f"{key}: {value} is not a PEM CA certificate file ({_ssl_reason(exc)})"
+                              ) from None
+    return value
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    return getattr(exc, "reason", None) or str(exc) or type(exc).__name__
 
 
 def _is_host(value: Any) -> bool:
@@ -138,7 +155,7 @@ class RegistryConfig:
     """How to reach one registry host (``HOST[:PORT]``, as it appears in image names)."""
 
     plain_http: bool = field(default=False, metadata=check(boolean()))
-    ca_file: str | None = field(default=None, metadata=check(path()))
+    ca_file: str | None = field(default=None, metadata=check(pem_ca))
     # Client certificate for registries that demand mutual TLS (both or neither).
     cert_file: str | None = field(default=None, metadata=check(path()))
     key_file: str | None = field(default=None, metadata=check(path()))
@@ -150,6 +167,12 @@ class RegistryConfig:
     def __post_init__(self) -> None:
         if (self.cert_file is None) != (self.key_file is None):
             raise ConfigError("cert_file and key_file go together")
+        if self.cert_file is not None and self.key_file is not None:
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(self.cert_file, self.key_file)
+            except (ssl.SSLError, ValueError, OSError) as exc:
+                raise ConfigError(f"cert_file {self.cert_file} with key_file {self.key_file} do not load "
+                                  f"as a PEM certificate and its key ({_ssl_reason(exc)})") from None
 
 
 def _registries(key: str, value: Any) -> dict[str, RegistryConfig]:
@@ -218,6 +241,8 @@ def load(path: str | None = None) -> Config:
             data = yaml.safe_load(handle) or {}
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"--config {path}: not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     return from_mapping(data, source=path)

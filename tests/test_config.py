@@ -1,15 +1,18 @@
 """Every config value is checked at start, by type and range, with the key named in the error."""
 
+from pathlib import Path
+
 import pytest
 
 from mutator.config import Config, Platform, RegistryConfig, from_mapping, load
 from mutator.errors import ConfigError
+from mutator.serve.tls import self_signed
 
 
 def test_defaults_and_a_full_file(tmp_path):
     assert from_mapping({}) == Config()
     ca = tmp_path / "ca.pem"
-    ca.write_text("x")
+    ca.write_text(Path(self_signed(str(tmp_path), ("127.0.0.1",))[0]).read_text())
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     config = from_mapping({

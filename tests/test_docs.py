@@ -54,6 +54,7 @@ QUOTED_MESSAGES = (
     ") and no credentials match this image",
     "refused every matching credential (HTTP ",
     "TLS handshake with ",
+    "failed: the registry answered in plain HTTP",
     "TLS with ",
     "; set registries.",
     "cannot reach ",

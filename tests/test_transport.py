@@ -89,11 +89,10 @@ def test_index_entries_rank_as_the_node_would(entry, wanted, rank):
 
 
 def test_registry_transport_keys(tmp_path):
-    ca = tmp_path / "ca.pem"
-    ca.write_text("x")
+    ca, key = self_signed(str(tmp_path), ("127.0.0.1",))
     config = from_mapping({"registries": {
-        "r.example": {"mirrors": ["m1.example:5000", "m2.example"], "ca_file": str(ca),
-                      "cert_file": str(ca), "key_file": str(ca), "insecure_skip_verify": True},
+        "r.example": {"mirrors": ["m1.example:5000", "m2.example"], "ca_file": ca,
+                      "cert_file": ca, "key_file": key, "insecure_skip_verify": True},
     }})
     settings = config.registry("r.example")
     assert settings.mirrors == ("m1.example:5000", "m2.example") and settings.insecure_skip_verify
@@ -101,7 +100,7 @@ def test_registry_transport_keys(tmp_path):
     for bad, message in [
         ({"mirrors": "m1"}, "mirrors must be a list"),
         ({"mirrors": ["https://m1/x"]}, "mirrors must be a list of HOST"),
-        ({"cert_file": str(ca)}, "cert_file and key_file go together"),
+        ({"cert_file": ca}, "cert_file and key_file go together"),
         ({"key_file": str(tmp_path / "nope")}, "key_file"),
     ]:
         with pytest.raises(ConfigError, match=message):

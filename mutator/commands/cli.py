@@ -9,6 +9,7 @@ import dataclasses
 import errno
 import json
 import os
+import signal
 import socket
 import ssl
 import sys
@@ -23,8 +24,9 @@ from mutator.commands import report
 from mutator.commands import review_command as review
 from mutator.config import Config, Platform
 from mutator.decide.images import ImageUser
-from mutator.errors import ConfigError
+from mutator.errors import BadInput, ConfigError
 from mutator.resolve.registry.authn.credentials import CredentialSources
+from mutator.resolve.registry.local import open_all
 from mutator.resolve.resolver import Resolver
 from mutator.resolve.standalone import with_resolver
 from mutator.serve import server, tls
@@ -51,6 +53,25 @@ exit codes:
   70  internal error (one line; -v prints the traceback)
   130 interrupted"""
 
+# What each subcommand can return, for its own --help.
+COMMAND_EXIT_CODES = {
+    "serve": ("  0   served until SIGTERM\n"
+              "  2   bad flags, configuration or certificate files\n"
+              "  3   cannot listen on the address (in use, not local, no permission)"),
+    "review": ("  0   all fine (or --mode warn/audit)\n"
+               "  1   something would be refused\n"
+               "  2   bad flags, configuration or input"),
+    "report": ("  0   nothing runs as root\n"
+               "  1   something runs as root\n"
+               "  2   bad flags or configuration, or the cluster cannot be read"),
+    "resolve": ("  0   every image resolved\n"
+                "  1   an image did not resolve\n"
+                "  2   bad flags, configuration or image source"),
+}
+COMMON_EXIT_CODES = ("  70  internal error (one line; -v prints the traceback)\n"
+                     "  130 interrupted (Ctrl-C; serve drains first)")
+VERBOSE_HELP = "debug logging, and the traceback of an internal error"
+
 TRY_IT = """\
 TLS certificate (self-signed, trust it as the CA): {cert}
 try it:
@@ -74,8 +95,13 @@ def _platform(text: str) -> Platform:
 
 
 def _command(commands: Any, name: str, help_text: str) -> argparse.ArgumentParser:
-    return commands.add_parser(name, help=help_text, description=help_text, epilog=EXIT_CODES,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    epilog = f"exit codes:\n{COMMAND_EXIT_CODES[name]}\n{COMMON_EXIT_CODES}"
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=help_text, description=help_text, epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    # -v is also taken after the subcommand; SUPPRESS keeps a -v given before it
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+    return parser
 
 
 def _seconds(text: str) -> float:
@@ -94,17 +120,18 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = _command(commands, "serve", "run the admission webhook over HTTPS")
-    serve.add_argument("--config", help="YAML config file (default: $MUTATOR_CONFIG)")
-    serve.add_argument("--listen", type=_listen, help="HOST:PORT (default 0.0.0.0:8443; "
+    serve.add_argument("--config", metavar="PATH", help="YAML config file (default: $MUTATOR_CONFIG)")
+    serve.add_argument("--listen", type=_listen, metavar="HOST:PORT", help="HOST:PORT (default 0.0.0.0:8443; "
                        "127.0.0.1:8443 with --dev)")
-    serve.add_argument("--tls-cert", help="PEM certificate chain")
-    serve.add_argument("--tls-key", help="PEM private key")
-    serve.add_argument("--kubeconfig", help="read pull secrets through this kubeconfig (default: the config "
-                       "file's kubeconfig, else $KUBECONFIG, else the in-cluster service account)")
+    serve.add_argument("--tls-cert", metavar="PATH", help="PEM certificate chain")
+    serve.add_argument("--tls-key", metavar="PATH", help="PEM private key")
+    serve.add_argument("--kubeconfig", metavar="PATH",
+                       help="read pull secrets through this kubeconfig (default: the config file's "
+                       "kubeconfig, else $KUBECONFIG, else the in-cluster service account)")
     serve.add_argument("--dev", action="store_true",
                        help="make a self-signed certificate for localhost at start (removed at exit)")
     serve.add_argument("--metrics-listen", type=_listen, metavar="HOST:PORT",
@@ -126,11 +153,14 @@ def _parser() -> argparse.ArgumentParser:
     report_parser.add_argument("--docker-config", metavar="PATH", help=DOCKER_CONFIG_HELP)
 
     resolve = _command(commands, "resolve", "print the uid/gid each image runs as")
-    resolve.add_argument("--config", help="YAML config file (default: $MUTATOR_CONFIG)")
-    resolve.add_argument("--platform", type=_platform,
-                         help="OS/ARCH[/VARIANT], e.g. linux/arm64/v8 (default: from the config)")
+    resolve.add_argument("--config", metavar="PATH", help="YAML config file (default: $MUTATOR_CONFIG)")
+    resolve.add_argument("--platform", type=_platform, metavar="OS/ARCH[/VARIANT]",
+                         help="the platform to choose from an index, e.g. linux/arm64/v8 "
+                              "(default: from the config)")
     resolve.add_argument("--docker-config", metavar="PATH", help=DOCKER_CONFIG_HELP)
-    resolve.add_argument("images", nargs="+", metavar="IMAGE")
+    resolve.add_argument("images", nargs="+", metavar="IMAGE",
+                         help="a registry image (the default), or oci:DIR[:REF] (an OCI image layout) or "
+                              "docker-archive:FILE[:TAG] (docker save), read offline")
     return parser
 
 
@@ -184,7 +214,7 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
                 config = dataclasses.replace(config, kubeconfig=args.kubeconfig)
             reloader = CertReloader(context, cert_file=cert, key_file=key)
             try:
-                _run_fast(server.serve(
+                stopped_by = _run_fast(server.serve(
                     config, host=host, port=port, ssl_context=context, on_ready=on_ready,
                     metrics_listen=args.metrics_listen, reloader=reloader,
                     reload_interval=args.tls_reload_seconds,
@@ -202,7 +232,8 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
     except _CannotServe as exc:
         print(f"mutator serve: {exc}", file=sys.stderr)
         return exc.code
-    return EXIT_OK
+    # Ctrl-C drains like SIGTERM, and still says it was interrupted
+    return EXIT_INTERRUPTED if stopped_by == signal.SIGINT else EXIT_OK
 
 
 def _run_fast(main: Coroutine[Any, Any, T]) -> T:
@@ -216,7 +247,14 @@ def _run_fast(main: Coroutine[Any, Any, T]) -> T:
 
 
 def _resolve(args: argparse.Namespace, config: Config) -> int:
+    try:  # a layout or archive that cannot be opened is bad input, before any lookup
+        local = open_all(args.images)
+    except BadInput as exc:
+        print(f"mutator resolve: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
     async def run(resolver: Resolver) -> list[Any]:
+        resolver.local.update(local)
         return await asyncio.gather(
             *(resolver.lookup(image, platform=args.platform) for image in args.images)
         )
@@ -240,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             docker_config = _docker_config(args, config) if args.command != "serve" else None
             args.credentials = CredentialSources.from_config(config, docker_config=docker_config)
         except ConfigError as exc:
-            print(f"mutator: {exc}", file=sys.stderr)
+            print(f"mutator {args.command}: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
         commands = {"serve": _serve, "review": review.run, "report": report.run, "resolve": _resolve}
         command = commands[args.command]

@@ -58,6 +58,7 @@ def _yaml(indent: tuple[int, int, int] = (2, 4, 2)) -> YAML:
     yaml = YAML()  # round-trip: comments, key order and quotes survive a load and dump
     yaml.preserve_quotes = True
     yaml.width = 4096  # never re-wrap a long line the developer wrote on one line
+    yaml.brace_single_entry_mapping_in_flow_sequence = True  # [{a: 1}] stays [{a: 1}], not [a: 1]
     mapping, sequence, offset = indent
     yaml.indent(mapping=mapping, sequence=sequence, offset=offset)
     return yaml
@@ -128,8 +129,10 @@ def load(path: str) -> Source:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadInput(f"{path}: not UTF-8 text (byte {exc.start}): manifests must be UTF-8") from None
+    stream = io.StringIO(text)
+    stream.name = path  # the parser's messages name the file, not "<unicode string>"
     try:
-        documents = [d for d in _yaml().load_all(text) if d is not None]
+        documents = [d for d in _yaml().load_all(stream) if d is not None]
     except YAMLError as exc:  # one line: the parser's message spans several
         raise BadInput(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     except (ValueError, TypeError, RecursionError) as exc:  # e.g. duplicate keys, deep nesting
@@ -161,13 +164,22 @@ def _expanded_size(node: Any, sizes: dict[int, int], open_: set[int]) -> int:
     return total
 
 
+def yaml_type(value: Any) -> str:
+    """What *value* is called in YAML, not the name of the class the parser made for it."""
+    for kinds, name in ((bool, "a boolean"), (dict, "a mapping"), (list, "a list"), (str, "a string"),
+                        ((int, float), "a number")):
+        if isinstance(value, kinds):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
 def items(sources: Sequence[Source]) -> Iterator[Item]:
     """Every object, with ``List`` kinds (``kind: List``, ``DeploymentList``…) opened into their items."""
     for source in sources:
         for index, document in enumerate(source.documents):
             where = f"{source.path}#{index + 1}" if len(source.documents) > 1 else source.path
             if not isinstance(document, dict):
-                raise BadInput(f"{where}: a manifest must be a mapping, got {type(document).__name__}")
+                raise BadInput(f"{where}: a manifest must be a mapping, got {yaml_type(document)}")
             kind = document.get("kind")
             if isinstance(kind, str) and kind.endswith("List") and "items" in document:
                 entries = document["items"]

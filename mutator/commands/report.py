@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
@@ -61,8 +62,28 @@ EXIT_OK, EXIT_ROOT, EXIT_ERROR = 0, 1, 2
 # --- reading the cluster ------------------------------------------------------------------------
 
 
+def missing_kubeconfig(path: str | None, *, flag: str) -> None:
+    """Raise when the kubeconfig that would be read (*path*, else $KUBECONFIG, else
+    ~/.kube/config) does not exist: one line naming the file, not the client's own two."""
+    if path:
+        where = f"{flag} {path}"
+    elif os.environ.get("KUBECONFIG"):
+        path = os.environ["KUBECONFIG"].split(os.pathsep)[0]
+        where = f"$KUBECONFIG {path}"
+    else:
+        path = os.path.expanduser("~/.kube/config")
+        where = f"no --kubeconfig, no $KUBECONFIG, and no {path}"
+        if not os.path.isfile(path):
+            raise ClusterUnreachable(where)
+        return
+    if not os.path.isfile(path):
+        raise ClusterUnreachable(f"{where}: no such file")
+
+
 async def connect(*, kubeconfig: str | None, context: str | None, in_cluster: bool) -> tuple[KubeClient, str]:
     """An API client and the context's name (``in-cluster`` inside a Pod)."""
+    if not in_cluster:
+        missing_kubeconfig(kubeconfig, flag="--kubeconfig")
     args = ["--in-cluster"] if in_cluster else [
         *(["--kubeconfig", kubeconfig] if kubeconfig else []), *(["--context", context] if context else [])]
     try:
@@ -207,14 +228,18 @@ def _all_containers(obj: Mapping[str, Any], kind: str) -> list[dict[str, Any]]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML config file (default: $MUTATOR_CONFIG)")
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")
-    parser.add_argument("--context", help="kubeconfig context (default: the current one)")
-    parser.add_argument("--in-cluster", action="store_true", help="use the Pod's service account")
-    parser.add_argument("-n", "--namespace", action="append", default=[], dest="namespaces",
+    parser.add_argument("--config", metavar="PATH", help="YAML config file (default: $MUTATOR_CONFIG)")
+    parser.add_argument("--kubeconfig", metavar="PATH",
+                        help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")
+    where = parser.add_mutually_exclusive_group()  # a context is one of a kubeconfig's, not in-cluster
+    where.add_argument("--context", metavar="NAME", help="kubeconfig context (default: the current one)")
+    where.add_argument("--in-cluster", action="store_true", help="use the Pod's service account")
+    parser.add_argument("-n", "--namespace", action="append", default=[], dest="namespaces", metavar="NAME",
                         help="only this namespace (repeatable; default: all)")
-    parser.add_argument("--by", choices=("pod", "workload"), default="pod")
-    parser.add_argument("-o", "--output", choices=("table", "json", "markdown", "html"), default="table")
+    parser.add_argument("--by", choices=("pod", "workload"), default="pod",
+                        help="one row per Pod, or per workload that owns it (default: %(default)s)")
+    parser.add_argument("-o", "--output", choices=("table", "json", "markdown", "html"), default="table",
+                        help="output format (default: %(default)s)")
 
 
 async def _scan_cluster(args: argparse.Namespace, config: Config) -> Scan:

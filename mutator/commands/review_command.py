@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from typing import Any
 import jsonpatch
 import yaml
 
+from mutator import logs
 from mutator.commands import manifests
 from mutator.config import Config
 from mutator.decide import admission, findings, policy, workloads
@@ -31,11 +34,14 @@ from mutator.decide.findings import Finding
 from mutator.decide.images import Resolution
 from mutator.decide.policy import Mode
 from mutator.errors import BadInput, BadReview
+from mutator.resolve.registry import local
 from mutator.resolve.resolver import Resolver
 from mutator.resolve.standalone import with_resolver
 from mutator.serve import pipeline as webhook
 
 EXIT_OK, EXIT_REFUSED, EXIT_BAD_INPUT = 0, 1, 2
+INVALID = "invalid"  # a container the API server itself rejects, in every mode
+MAX_ID = 2147483647
 COLUMNS = ("WORKLOAD", "CONTAINER", "IMAGE", "USER", "VERDICT", "UID/GID", "REASON")
 
 
@@ -54,14 +60,18 @@ class Reviewed:
             return self.workload.label
         metadata = self.item.obj.get("metadata")
         name = metadata.get("name") if isinstance(metadata, dict) else None
-        return f"{str(self.item.obj.get('kind') or '?').lower()}/{name or '?'}"
+        kind = self.item.obj.get("kind")
+        if not kind or not name:  # not a Kubernetes object: the file says where it is
+            return f"{str(kind or '?').lower()}/{name or '?'} ({self.item.source})"
+        return f"{str(kind).lower()}/{name}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.ENFORCE.value,
                         help="the namespace mode to decide as (default: %(default)s)")
-    parser.add_argument("--config", help="YAML config file (default: $MUTATOR_CONFIG)")
-    parser.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    parser.add_argument("--config", metavar="PATH", help="YAML config file (default: $MUTATOR_CONFIG)")
+    parser.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table",
+                        help="output format (default: %(default)s)")
     parser.add_argument("--fix", action="store_true",
                         help="print the manifests back with numeric runAsUser/runAsGroup added "
                              "(the table goes to stderr)")
@@ -70,16 +80,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def verdict(finding: Finding, mode: Mode) -> str:
-    if finding.outcome == "skip":
-        return "fine"
+    if finding.outcome in ("skip", INVALID):
+        return "fine" if finding.outcome == "skip" else INVALID
     if finding.outcome == "patch":
         return "would patch" if mode is Mode.AUDIT else "patch"
+    if finding.outcome == "unavailable":  # as the server says: not checked, and worth a retry
+        return "unavailable"
     return "refused" if mode is Mode.ENFORCE else "warned"
 
 
 def reason(finding: Finding) -> str:
     fix = f"; Dockerfile: {finding.fix}" if finding.fix else ""
-    return f"{finding.detail}{fix}"
+    temporary = "temporary: " if finding.outcome == "unavailable" else ""
+    return f"{temporary}{finding.detail}{fix}"
+
+
+def _invalid(container: admission.Container, pod_sc: Any) -> str | None:
+    """Why the API server would reject *container* whatever the webhook does; None when it would not."""
+    if not container.image:
+        return "no image: the API server requires one"
+    for key in ("runAsUser", "runAsGroup"):
+        value = policy.effective(container, pod_sc, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or not 0 <= value <= MAX_ID):
+            return f"{key} {value} is not an id in 0..{MAX_ID}: the API server rejects it"
+    return None
 
 
 def table(results: Sequence[Reviewed], mode: Mode) -> str:
@@ -87,7 +112,8 @@ def table(results: Sequence[Reviewed], mode: Mode) -> str:
     for result in results:
         if result.workload is None:
             kind = result.item.obj.get("kind")
-            rows.append((result.label, "-", "-", "-", "skipped", "-", f"kind {kind} makes no Pods"))
+            why = f"kind {kind} makes no Pods" if kind else "not a Kubernetes object (no kind)"
+            rows.append((result.label, "-", "-", "-", "skipped", "-", why))
             continue
         if not result.findings:
             rows.append((result.label, "-", "-", "-", "fine", "-", "no containers to check"))
@@ -130,6 +156,7 @@ async def assess(items: Sequence[manifests.Item], *, resolver: Resolver, mode: M
             raise BadInput(f"{item.source}: {exc}") from None
     targets = [r.workload.target for r in results if r.workload is not None and r.workload.target]
     images = sorted({image for t in targets for image in policy.images_to_resolve(t)})
+    resolver.local.update(local.open_all(images))  # oci:DIR, docker-archive:FILE: read offline
     deadline = asyncio.get_running_loop().time() + budget
     resolutions = await resolver.resolve(images, deadline=deadline) if images else {}
     for result in results:
@@ -142,7 +169,11 @@ def decide(result: Reviewed, target: admission.Target, resolutions: dict[str, Re
             mode: Mode) -> None:
     """Fill *result* with the findings in *mode* and the fix (ops relative to its document)."""
     decision, found = findings.decided(target, resolutions, mode)
-    result.findings = list(found)
+    result.findings = [
+        dataclasses.replace(f, outcome=INVALID, detail=why, fix=None) if why else f
+        for f in found
+        for why in (_invalid(f.container, target.pod_security_context),)
+    ]
     # The fix is the patch warn mode makes (runAsUser/runAsGroup), whatever --mode says.
     fixing = decision if mode is Mode.WARN else policy.decide(target, resolutions, Mode.WARN)
     result.fix = [{**op, "path": result.item.pointer + op["path"]} for op in fixing.patch]
@@ -157,23 +188,38 @@ def _admission_review(source: manifests.Source) -> dict[str, Any] | None:
 
 
 async def _answer_review(document: dict[str, Any], *, resolver: Resolver, mode: Mode,
-                         budget: float) -> int:
+                         budget: float, output: str) -> int:
     outcome = await webhook.handle(admission.validate(document), mode=mode, resolver=resolver,
                                    deadline=webhook.deadline_for(budget))
-    print(json.dumps(outcome.response, indent=2))
+    print(yaml.safe_dump(outcome.response, sort_keys=False).rstrip() if output == "yaml"
+          else json.dumps(outcome.response, indent=2))
     return EXIT_OK if outcome.response["response"]["allowed"] else EXIT_REFUSED
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
     """The command; errors in the input are reported on stderr with exit 2."""
+    level = logs.log.level
+    if not getattr(args, "verbose", False):  # the table already says which lookup failed, and why
+        logs.log.setLevel(logging.ERROR)
+    try:
+        return _run(args, config)
+    finally:  # for whoever runs more than this command in the process
+        logs.log.setLevel(level)
+
+
+def _run(args: argparse.Namespace, config: Config) -> int:
     mode = Mode(args.mode)
     budget = config.default_admission_timeout_seconds
     try:
         sources = [manifests.load(path) for path in manifests.files(args.paths)]
         review_document = _admission_review(sources[0]) if len(sources) == 1 else None
         if review_document is not None:
+            if args.fix:
+                raise BadInput(f"{sources[0].path}: --fix rewrites manifests; an AdmissionReview is "
+                               "answered with its AdmissionReview response (-o json or yaml)")
             return asyncio.run(with_resolver(config, lambda resolver: _answer_review(
-                review_document, resolver=resolver, mode=mode, budget=budget), credentials=args.credentials))
+                review_document, resolver=resolver, mode=mode, budget=budget, output=args.output),
+                credentials=args.credentials))
         items = list(manifests.items(sources))
         if not items:
             raise BadInput("no manifests in the input")
@@ -182,7 +228,9 @@ def run(args: argparse.Namespace, config: Config) -> int:
     except (BadInput, BadReview) as exc:
         print(f"mutator review: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    refused = mode is Mode.ENFORCE and any(f.problem for r in results for f in r.findings)
+    found = [f for r in results for f in r.findings]
+    refused = any(f.outcome == INVALID for f in found) or (
+        mode is Mode.ENFORCE and any(f.problem for f in found))
     report = sys.stderr if args.fix else sys.stdout
     if args.output == "table":
         report.write(table(results, mode))

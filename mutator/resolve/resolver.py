@@ -40,7 +40,9 @@ from mutator.resolve.registry import reference, rootfs, transport
 from mutator.resolve.registry.authn.credentials import CredentialSources, PullContext
 from mutator.resolve.registry.authn.keyring import Credential
 from mutator.resolve.registry.client import RegistryClient
+from mutator.resolve.registry.content import Image
 from mutator.resolve.registry.layercache import LayerCache
+from mutator.resolve.registry.local import LocalImages
 from mutator.resolve.registry.reference import Reference
 from mutator.resolve.sharing import Attempt, SharedLookups
 
@@ -106,6 +108,9 @@ class Resolver:
         # Digest-pinned names, parsed once: nothing behind them can change.
         self._pinned: LRUCache[str, Tagged] = LRUCache(maxsize=size)
         self._background: set[asyncio.Task[Resolution]] = set()
+        # Images the command line named as an OCI layout or docker save archive, opened by it.
+        # Only a command fills this: an image name in a Pod never makes the server read a file.
+        self.local: dict[str, LocalImages] = {}
 
     def clear(self) -> None:
         """Forget every cached answer (lookups in flight go on)."""
@@ -174,6 +179,8 @@ class Resolver:
     async def _resolve_cold(self, image: str, deadline: float | None, pull: PullContext | None) -> Resolution:
         """tag → digest → user, each step shared with whoever needs it at the same time (a refusal
         only with those offering the same credentials: see :mod:`mutator.resolve.sharing`)."""
+        if image in self.local:
+            return await self._lookup_local(image, self.local[image])
         try:
             ref = reference.parse(image)
         except InvalidReference as exc:
@@ -234,6 +241,8 @@ class Resolver:
         *pull* names the Pod whose pull credentials apply (None: only the node's sources);
         *attempt* learns which credentials those were and whether the registry refused them.
         """
+        if image in self.local:
+            return await self._lookup_local(image, self.local[image], platform=platform)
         started = time.perf_counter()
         work = self._read_image(image, platform or self._platform, tagged, pull, attempt)
         result = await self._bounded(image, work, deadline=deadline, attempt=attempt)
@@ -265,7 +274,9 @@ class Resolver:
             if attempt is not None:
                 attempt.failed(exc)
         except Exception as exc:  # a hostile registry must never crash an admission
-            log.exception("unexpected error resolving %s", image)
+            # one line with the type; the traceback only when debugging (-v)
+            log.error("unexpected error resolving %s: %s: %s", image, type(exc).__name__, exc,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
             failure = ImageFailure(image, f"unexpected error: {exc!r}", temporary=True)
         finally:
             transport.DEADLINE.reset(token)
@@ -298,14 +309,29 @@ class Resolver:
         else:
             found = await client.image(dataclasses.replace(ref, digest=tagged.digest), platform)
         self.access.proved(ref, credentials)
+        # one string object where the name is already canonical: every cached image holds it
+        canonical = tagged.reference if tagged is not None else str(ref)
+        # and one digest object with the tag entry and the cache key
+        digest = tagged.digest if tagged is not None and tagged.digest == found.digest else found.digest
+        return await self._user_of(image, client, found, canonical=canonical, digest=digest)
+
+    async def _lookup_local(self, image: str, source: LocalImages, *,
+                           platform: Platform | None = None) -> Resolution:
+        """*image* read from a local OCI layout or ``docker save`` archive instead of a registry:
+        the same manifest walk, layer scan, merged tree and USER rules, bounded the same way."""
+        async def read() -> ImageUser:
+            found = await source.image(source.reference, platform or self._platform)
+            return await self._user_of(image, source, found, canonical=image, digest=found.digest)
+
+        return await self._bounded(image, read(), deadline=None)
+
+    async def _user_of(self, image: str, client: RegistryClient, found: Image, *, canonical: str,
+                       digest: str) -> ImageUser:
+        """What *found* (its config and layers, read through *client*) runs as."""
         container_config = found.config.get("config")
         user = container_config.get("User") if isinstance(container_config, dict) else None
         user = user if isinstance(user, str) else ""
-        # one string object where the name is already canonical: every cached image holds it
-        canonical = tagged.reference if tagged is not None else str(ref)
-        # and one digest object with the tag entry and the cache key; a USER shared by many images
-        # (node, nonroot, app) is one string, not one per image
-        digest = tagged.digest if tagged is not None and tagged.digest == found.digest else found.digest
+        # a USER shared by many images (node, nonroot, app) is one string, not one per image
         facts = {"image": image, "reference": image if canonical == image else canonical,
                  "digest": digest, "user": sys.intern(user)}
 
@@ -316,7 +342,7 @@ class Resolver:
         need_passwd = not spec.user_is_numeric
         if spec.needs_files:  # a number needs no layer (the kubelet checks it); an invalid one is refused
             files = await rootfs.account_files(
-                client, ref, found.layers, passwd=need_passwd,
+                client, found.reference, found.layers, passwd=need_passwd,
                 group=spec.group is not None and not spec.group_is_numeric,
                 cache=self.layers, max_scan_bytes=self._max_scan_bytes,
             )

@@ -294,8 +294,8 @@ def _url(site: web.TCPSite, scheme: str, host: str, port: int) -> str:
 
 async def serve(config: Config, *, host: str, port: int, ssl_context: ssl.SSLContext,
                 on_ready: str = "", metrics_listen: tuple[str, int] | None = None,
-                reloader: CertReloader | None = None, reload_interval: float = 5.0) -> None:
-    """Serve until SIGTERM or SIGINT; then drain (see :mod:`mutator.serve.drain`) and stop.
+                reloader: CertReloader | None = None, reload_interval: float = 5.0) -> signal.Signals:
+    """Serve until SIGTERM or SIGINT; then drain (see :mod:`mutator.serve.drain`), stop, and return it.
 
     With *reloader*, the certificate files are checked every *reload_interval*
     seconds and a rotated pair is loaded into *ssl_context* in place.
@@ -329,9 +329,15 @@ async def serve(config: Config, *, host: str, port: int, ssl_context: ssl.SSLCon
         # Handlers first, then the line that says we listen: a SIGTERM sent as soon as it is read
         # must stop us cleanly, not kill us before any handler exists.
         stop = asyncio.Event()
+        received: list[signal.Signals] = []
         loop = asyncio.get_running_loop()
+
+        def stopping(sig: signal.Signals) -> None:
+            received.append(sig)
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, stopping, sig)
         print("\n".join(lines), flush=True)
         watcher = asyncio.create_task(reloader.run(interval=reload_interval)) if reloader else None
         await stop.wait()
@@ -343,4 +349,5 @@ async def serve(config: Config, *, host: str, port: int, ssl_context: ssl.SSLCon
             await runner.cleanup()
         logs.flush()
     log.info("stopped")
+    return received[0]
 

@@ -49,7 +49,7 @@ async def _api_client(kubeconfig: str | None) -> kube.KubeClient | None:
         log.info("warm-up skipped: %s", exc)
         return None
     if api is None:
-        log.info("warm-up skipped: no in-cluster service account and no kubeconfig")
+        log.info("warm-up skipped: no in-cluster service account, no --kubeconfig and no $KUBECONFIG")
     return api
 
 

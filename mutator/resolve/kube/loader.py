@@ -59,13 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--context")
     parser.add_argument("--in-cluster", action="store_true")
     args = parser.parse_args(argv)
+    import yaml
     from kubernetes_asyncio.config import ConfigException
 
     try:
         settings = asyncio.run(load(kubeconfig=args.kubeconfig, context=args.context,
                                     in_cluster=args.in_cluster))
-    except (ConfigException, OSError, ValueError, TypeError, KeyError) as exc:
-        print(str(exc).replace("\n", " ") or type(exc).__name__, file=sys.stderr)
+    except (ConfigException, OSError, ValueError, TypeError, KeyError, yaml.YAMLError) as exc:
+        print(" ".join(str(exc).split()) or type(exc).__name__, file=sys.stderr)
         return EXIT_UNUSABLE
     sys.stdout.write(json.dumps(settings))
     return 0

@@ -5,7 +5,8 @@
 answers registry challenges with them, ``transport`` decides where a request
 goes (mirrors, TLS) and how long it may retry, ``platforms`` picks an index
 entry as the node would, ``client`` fetches manifests and blobs (``content``:
-descriptors, digest-verified streams), and ``rootfs`` finds ``/etc/passwd`` and
+descriptors, digest-verified streams; ``local`` serves the same from an OCI
+layout or a ``docker save`` archive on disk), and ``rootfs`` finds ``/etc/passwd`` and
 ``/etc/group``: ``tree`` walks the path as containerd does over the merged
 layers, ``layerscan`` reads what one layer says about it, ``layercache`` keeps
 that per layer digest. They are kept apart so that transport, credentials and

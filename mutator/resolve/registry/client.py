@@ -255,7 +255,7 @@ class RegistryClient:
     async def blob(self, ref: Reference, descriptor: Descriptor) -> AsyncIterator[BlobStream]:
         """Open a blob for streaming; its digest is checked if it is read to the end."""
         async with self._get(ref, f"blobs/{descriptor.digest}", kind="layer") as response:
-            yield BlobStream(response, descriptor)
+            yield BlobStream(response.content.iter_chunked(CHUNK_BYTES), descriptor)
 
 
 def _json_object(raw: bytes, *, what: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ Cost: one hash update per chunk; bound: a blob may not pass its descriptor's siz
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,8 +69,8 @@ def verify(digest: str, data: bytes) -> None:
 class BlobStream:
     """Chunks of one blob, hashed as they pass; a short, long or altered blob raises."""
 
-    def __init__(self, response: aiohttp.ClientResponse, descriptor: Descriptor) -> None:
-        self._chunks = response.content.iter_chunked(CHUNK_BYTES)
+    def __init__(self, chunks: AsyncIterator[bytes], descriptor: Descriptor) -> None:
+        self._chunks = chunks
         self._descriptor = descriptor
         self._hasher = _hasher(descriptor.digest)
         self.bytes_read = 0

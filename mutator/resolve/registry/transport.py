@@ -208,12 +208,14 @@ class Transport:
                     "for a private CA, or plain_http if it serves plain HTTP"
                 ) from None
             except aiohttp.ClientSSLError as exc:
+                _plain_http_peer(host, exc)
                 raise RegistryUnavailable(f"TLS handshake with {host} failed: {_reason(exc)}") from None
             except aiohttp.ClientConnectorError as exc:
                 error = exc.os_error
                 if isinstance(error, ConnectionRefusedError):
                     raise RegistryUnavailable(f"cannot reach {host}: connection refused") from None
                 if tls is not False and isinstance(error, (ConnectionResetError, ssl.SSLError)):
+                    _plain_http_peer(host, error)
                     raise RegistryUnavailable(
                         f"TLS handshake with {host} failed: {str(error) or 'the connection was closed'}"
                     ) from None
@@ -227,6 +229,15 @@ class Transport:
                 raise RegistryUnavailable(f"cannot reach {host}: {_reason(exc)}") from None
             measure.status = response.status
         return response
+
+
+def _plain_http_peer(host: str, exc: BaseException) -> None:
+    """Raise a permanent error that says so when the TLS peer answered in plain HTTP: OpenSSL reads
+    ``HTTP/1.1 400`` as a record of an unknown version. A configuration problem; retrying will not help."""
+    error = getattr(exc, "os_error", exc)
+    if isinstance(error, ssl.SSLError) and getattr(error, "reason", None) == "WRONG_VERSION_NUMBER":
+        raise RegistryError(f"TLS handshake with {host} failed: the registry answered in plain HTTP; "
+                            f"set registries.{host}.plain_http: true in the config file") from None
 
 
 def _reason(exc: BaseException) -> str:

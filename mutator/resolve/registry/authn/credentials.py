@@ -65,11 +65,15 @@ def parse_docker_config(raw: bytes, *, path: str) -> Keyring:
         data = json.loads(raw)
     except ValueError:  # also bytes that are not UTF-8
         raise ConfigError(f"docker config {path} is not JSON") from None
-    if isinstance(data, dict):
-        for helper_key in ("credsStore", "credHelpers"):
-            if data.get(helper_key):
-                log.warning("docker config %s: %s is not used; only credentials stored in the file are",
-                            path, helper_key)
+    # A file that is JSON but not a Docker config is as much an error as one that is not JSON
+    if not isinstance(data, dict):
+        raise ConfigError(f"docker config {path} is not a JSON object")
+    if not isinstance(data.get("auths", {}), dict):
+        raise ConfigError(f"docker config {path}: 'auths' is not an object")
+    for helper_key in ("credsStore", "credHelpers"):
+        if data.get(helper_key):
+            log.warning("docker config %s: %s is not used; only credentials stored in the file are",
+                        path, helper_key)
     return Keyring.from_docker_config(data, source=f"docker-config {path}")
 
 
