@@ -59,8 +59,9 @@ def seeds() -> list[Runnable]:
         Runnable("middle-layer", "web", (
             layer({"etc/passwd": passwd(), "etc/group": group()}),
             layer({"etc/passwd": passwd(("web", 1301, 1302)), "etc/group": group(("web", 1302))}),
-            layer({"srv/www/index.html": b"hi\n"}))),
+            layer({"srv/www/index.html": b"hi\n"})), 1301, 1302),
         Runnable("no-user", None, (app,)),
+        Runnable("uid-zero", "0", (app,)),
         Runnable("user-root", "root", (app,)),
         Runnable("name-to-root", "toor", (layer({"etc/passwd": passwd(("toor", 0, 0))}),)),
     ]

@@ -9,7 +9,7 @@ from typing import Any
 from tests.e2e.cluster import KubectlError
 from tests.support.net import wait_for
 
-from .node import Node
+from .node import POD_LOGS, Node
 
 # busybox stays up so the kernel can be asked about its process; it prints `id` first, for the log.
 COMMAND = ["/bin/busybox", "sh", "-c", "id; exec /bin/busybox sleep 3600"]
@@ -99,3 +99,11 @@ def outcome(node: Node, namespace: str, name: str, *, timeout: float = START_TIM
 
 def security_context(stored: dict[str, Any], index: int = 0) -> dict[str, Any]:
     return stored["spec"]["containers"][index].get("securityContext") or {}
+
+
+def container_log(node: Node, namespace: str, name: str, container_name: str = "app") -> str:
+    """What the container printed, from the file the kubelet writes (there is no kubelet API client here)."""
+    stored = node.kube.api_get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+    directory = POD_LOGS / f"{namespace}_{name}_{stored['metadata']['uid']}" / container_name
+    return wait_for(lambda: "".join(p.read_text() for p in sorted(directory.glob("*.log"))),
+                    timeout=30, what=f"the log of {namespace}/{name}", retry_on=(OSError,))
