@@ -9,6 +9,7 @@ records or finds what was done, so the tier can undo it and a second run starts 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -55,13 +56,18 @@ def create_cgroup_root(name: str) -> list[Path]:
 def remove_cgroup_root(name: str, *, timeout: float = 30.0) -> None:
     """Remove ``/<name>`` and everything below it in each hierarchy, deepest first.
 
-    A cgroup is removable once its tasks have exited, which takes a moment after they are killed.
+    Processes still in it are the node's containers, orphaned when their shim went first (a run that
+    was killed): they are SIGKILLed by PID. A cgroup is removable once its tasks have exited.
     """
     deadline = time.monotonic() + timeout
     for hierarchy in cgroup_hierarchies():
         root = hierarchy / name
         if not root.exists():
             continue
+        for procs in root.rglob("cgroup.procs"):
+            for pid in procs.read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
         for directory in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
             _rmdir(directory, deadline)
         _rmdir(root, deadline)
@@ -116,6 +122,20 @@ def _mountinfo() -> list[tuple[str, str]]:
 def read_sysctls(names: tuple[str, ...] = KUBELET_SYSCTLS) -> dict[str, str]:
     return {name: (Path("/proc/sys") / name).read_text().strip() for name in names
             if (Path("/proc/sys") / name).exists()}
+
+
+def original_sysctls(record: Path) -> dict[str, str]:
+    """The sysctls as they were before any kubelet of this tier ran here, kept in *record*.
+
+    Read once and kept, so a run that starts while another run's kubelet has already changed them (or
+    after a run that was killed) still restores the machine's own values.
+    """
+    try:
+        return dict(json.loads(record.read_text()))
+    except (OSError, ValueError):
+        saved = read_sysctls()
+        record.write_text(json.dumps(saved))
+        return saved
 
 
 def restore_sysctls(saved: dict[str, str]) -> None:

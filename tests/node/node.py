@@ -8,11 +8,14 @@ the sandboxes start). Pods are bound with ``spec.nodeName``: there is no schedul
 
 ``stop()`` undoes everything: the Pods' processes, containerd's shims, the mounts under the work directory,
 the cgroups, the sysctls the kubelet changed, the Pod log directories it wrote under /var/log, and the
-work directory itself.
+work directory itself. A run that was killed before it could do so leaves ``owner.json`` in its work
+directory; the next run finds it (its owner PID gone) and undoes that run's leftovers first.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -56,8 +59,10 @@ class Node:
 
     def start(self) -> Node:
         began = time.monotonic()
+        sweep_stale()
         try:
             self.containerd.start()
+            self._record()
             self.containerd.import_image(pause.archive(self.bin_dir.parent))
             self._start_kubelet()
             wait_for(self._ready, timeout=self.ready_timeout, what=f"node {self.name} Ready",
@@ -70,7 +75,7 @@ class Node:
 
     def _start_kubelet(self) -> None:
         host.create_cgroup_root(self.cgroup_root)
-        self._sysctls = host.read_sysctls()
+        self._sysctls = host.original_sysctls(self.bin_dir.parent / "node-sysctls.json")
         port, healthz = free_ports(2)
         argv = [
             str(self.bin_dir / "kubelet"),
@@ -96,6 +101,14 @@ class Node:
         with self.kubelet_log.open("wb") as out:
             self._kubelet = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                              stderr=subprocess.STDOUT, start_new_session=True)
+        self._record()
+
+    def _record(self) -> None:
+        """What a later run needs to undo this one if it is killed before ``stop()``."""
+        pids = [p.pid for p in (self._kubelet, self.containerd.process) if p is not None]
+        (self.dir / OWNER).write_text(json.dumps({
+            "owner": os.getpid(), "pids": pids, "cgroup_root": self.cgroup_root, "token": self.token,
+            "sysctls": self._sysctls, "socket": str(self.containerd.socket)}))
 
     def _ready(self) -> bool:
         if self._kubelet is not None and self._kubelet.poll() is not None:
@@ -107,7 +120,6 @@ class Node:
 
     def stop(self) -> None:
         """Stop the kubelet and containerd and undo what they did on the host; safe to call twice."""
-        problems: list[str] = []
         if self._kubelet is not None:
             if self._kubelet.poll() is None:
                 host.kill(self._kubelet.pid)
@@ -116,23 +128,7 @@ class Node:
         if self.containerd.process is not None and self.containerd.process.poll() is None:
             self.containerd.kill_tasks()
         self.containerd.stop()
-        for step in (lambda: host.unmount_all(self.dir), lambda: host.remove_cgroup_root(self.cgroup_root),
-                     lambda: host.restore_sysctls(self._sysctls), self._remove_pod_logs):
-            try:
-                step()
-            except (OSError, host.HostError) as exc:
-                problems.append(str(exc))
-        if not host.mounts_under(self.dir):
-            shutil.rmtree(self.dir, ignore_errors=True)
-        if problems:
-            raise host.HostError("the node left something behind: " + "; ".join(problems))
-
-    def _remove_pod_logs(self) -> None:
-        """The kubelet writes Pod logs to /var/log/pods/<namespace>_<pod>_<uid>; ours all carry the token."""
-        for directory in POD_LOGS.glob(f"*-{self.token}-*_*"):
-            shutil.rmtree(directory, ignore_errors=True)
-        for link in CONTAINER_LOGS.glob(f"*_*-{self.token}-*_*.log"):
-            link.unlink(missing_ok=True)
+        _undo(self.dir, self.cgroup_root, self._sysctls, self.token)
 
     # ------------------------------------------------------------------------------- for the tests
 
@@ -154,3 +150,51 @@ class Node:
             return "\n".join(self.kubelet_log.read_text(errors="replace").splitlines()[-lines:])
         except OSError as exc:
             return f"<no kubelet log: {exc}>"
+
+
+OWNER = "owner.json"
+
+
+def _undo(directory: Path, cgroup_root: str, sysctls: dict[str, str], token: str) -> None:
+    """Mounts, cgroups, sysctls and Pod logs of one node, then its directory; raises if any is left."""
+    problems: list[str] = []
+
+    def pod_logs() -> None:  # /var/log/pods/<namespace>_<pod>_<uid>: our namespaces all carry the token
+        for log_dir in POD_LOGS.glob(f"*-{token}-*_*"):
+            shutil.rmtree(log_dir, ignore_errors=True)
+        for link in CONTAINER_LOGS.glob(f"*_*-{token}-*_*.log"):
+            link.unlink(missing_ok=True)
+
+    for step in (lambda: host.unmount_all(directory), lambda: host.remove_cgroup_root(cgroup_root),
+                 lambda: host.restore_sysctls(sysctls), pod_logs):
+        try:
+            step()
+        except (OSError, host.HostError) as exc:
+            problems.append(str(exc))
+    if not host.mounts_under(directory):
+        shutil.rmtree(directory, ignore_errors=True)
+    if problems:
+        raise host.HostError("the node left something behind: " + "; ".join(problems))
+
+
+def sweep_stale() -> None:
+    """Undo the nodes of earlier runs that were killed before their ``stop()`` (their owner PID is gone)."""
+    for record in Path(tempfile.gettempdir()).glob(f"nonroot-mutator-node-*/{OWNER}"):
+        try:
+            left = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        if host.alive(left["owner"]):
+            continue  # another session's node, still in use
+        directory = record.parent
+        for pid in left["pids"]:
+            try:
+                mine = str(directory).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if mine:  # the PID still runs our kubelet or containerd, not a recycled one
+                host.kill(pid)
+        stale = Containerd(directory / "containerd", sandbox_image=pause.IMAGE, registries=())
+        for shim in stale.shim_pids():
+            host.kill(shim)
+        _undo(directory, left["cgroup_root"], left["sysctls"], left["token"])
