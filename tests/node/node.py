@@ -96,6 +96,8 @@ class Node:
             f"--eviction-hard={EVICTION_HARD}",
             "--image-gc-high-threshold=100", "--image-gc-low-threshold=99",
             "--node-status-update-frequency=2s",
+            # No KUBE-* chains in the host's iptables: host-networked Pods and no Services need none.
+            "--make-iptables-util-chains=false",
             "--v=2",
         ]
         with self.kubelet_log.open("wb") as out:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from . import host, pause, pods
@@ -19,6 +20,10 @@ def test_the_kubelet_registers_a_ready_node_on_containerd(node: Node):
     assert all((hierarchy / node.cgroup_root).is_dir() for hierarchy in host.cgroup_hierarchies())
     listed = node.containerd.ctr("images", "list", "--quiet").stdout.split()
     assert pause.IMAGE in listed
+    # The host's firewall is left alone (--make-iptables-util-chains=false).
+    for table in ("filter", "nat", "mangle"):
+        rules = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True, check=True)
+        assert "KUBE-" not in rules.stdout, rules.stdout
 
 
 def test_a_pod_runs_with_a_sandbox_from_the_local_pause_image(node: Node, seed_images):
