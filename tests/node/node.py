@@ -14,6 +14,7 @@ directory; the next run finds it (its owner PID gone) and undoes that run's left
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -31,6 +32,9 @@ from .containerd import Containerd
 
 POD_LOGS = Path("/var/log/pods")  # fixed in the 1.20 kubelet
 CONTAINER_LOGS = Path("/var/log/containers")
+# Fixed too, whatever --root-dir says: the device plugin registration socket. No device plugin runs here.
+DEVICE_PLUGINS = Path("/var/lib/kubelet/device-plugins")
+SHIM_SOCKETS = Path("/run/containerd/s")  # containerd 1.6's shims put their sockets there, fixed as well
 # Keep evictions and image GC out of the way of a busy shared disk.
 EVICTION_HARD = "memory.available<1Mi,nodefs.available<1%,imagefs.available<1%,nodefs.inodesFree<1%"
 
@@ -166,6 +170,12 @@ def _undo(directory: Path, cgroup_root: str, sysctls: dict[str, str], token: str
             shutil.rmtree(log_dir, ignore_errors=True)
         for link in CONTAINER_LOGS.glob(f"*_*-{token}-*_*.log"):
             link.unlink(missing_ok=True)
+        for name in ("kubelet.sock", "DEPRECATION"):
+            (DEVICE_PLUGINS / name).unlink(missing_ok=True)
+        for empty in (DEVICE_PLUGINS, DEVICE_PLUGINS.parent, POD_LOGS, CONTAINER_LOGS, SHIM_SOCKETS,
+                      SHIM_SOCKETS.parent):
+            with contextlib.suppress(OSError):  # another session's kubelet may have put something there
+                empty.rmdir()
 
     for step in (lambda: host.unmount_all(directory), lambda: host.remove_cgroup_root(cgroup_root),
                  lambda: host.restore_sysctls(sysctls), pod_logs):
