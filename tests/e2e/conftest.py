@@ -46,10 +46,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     body alone; the fixtures bound their own waits (kube.sh timeout, the cluster's start-up timeouts).
     A test's own ``@pytest.mark.timeout`` is left alone.
     """
+    mark_tier(config, items, E2E_DIR, pytest.mark.e2e)
+
+
+def mark_tier(config: pytest.Config, items: list[pytest.Item], directory: Path,
+              marker: pytest.MarkDecorator) -> None:
+    """Give the tests under *directory* *marker*, and time their bodies only (see above)."""
     for item in items:
-        if not item.path.resolve().is_relative_to(E2E_DIR):
+        if not item.path.resolve().is_relative_to(directory):
             continue
-        item.add_marker(pytest.mark.e2e)
+        item.add_marker(marker)
         if item.get_closest_marker("timeout") is None and config.pluginmanager.hasplugin("timeout"):
             item.add_marker(pytest.mark.timeout(func_only=True))
 
@@ -68,7 +74,12 @@ def _require_tools() -> None:
 
 @pytest.fixture(scope="session")
 def kube_bin_dir(pytestconfig: pytest.Config) -> Path:
-    """The directory with kube-apiserver and kube-controller-manager, built by kube.sh if not cached.
+    """The directory with kube-apiserver and kube-controller-manager, built by kube.sh if not cached."""
+    return build_kube(pytestconfig, "kube-apiserver", "kube-controller-manager")
+
+
+def build_kube(pytestconfig: pytest.Config, *components: str) -> Path:
+    """Run kube.sh for *components* (built only where missing) and return the directory holding them.
 
     Output capture is suspended while kube.sh runs so its progress (stderr) is visible during a cold build.
     """
@@ -79,7 +90,7 @@ def kube_bin_dir(pytestconfig: pytest.Config) -> Path:
     with suspended:
         try:
             result = subprocess.run(
-                ["bash", str(KUBE_SH)],
+                ["bash", str(KUBE_SH), *components],
                 stdout=subprocess.PIPE,
                 stderr=None,  # inherited: progress goes straight to the terminal
                 stdin=subprocess.DEVNULL,
@@ -96,7 +107,7 @@ def kube_bin_dir(pytestconfig: pytest.Config) -> Path:
         pytest.fail(f"{KUBE_SH} failed with exit {result.returncode} (its stderr is above)", pytrace=False)
     lines = result.stdout.strip().splitlines()
     bin_dir = Path(lines[-1]) if lines else Path()
-    for binary in ("kube-apiserver", "kube-controller-manager"):
+    for binary in components:
         if not os.access(bin_dir / binary, os.X_OK):
             pytest.fail(f"{KUBE_SH} printed {result.stdout.strip()!r}, which has no {binary}", pytrace=False)
     return bin_dir

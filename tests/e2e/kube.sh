@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and kube-controller-manager v1.20.2 from Debian's own
-# `kubernetes` source package, once, into a cache directory outside the repo,
-# and prints the directory holding the two binaries.
+# Builds Kubernetes v1.20.2 components from Debian's own `kubernetes` source
+# package, once each, into a cache directory outside the repo, and prints the
+# directory holding the binaries. The components are the arguments (default:
+# kube-apiserver kube-controller-manager; the node tier adds kubelet); only the
+# missing ones are built, and the source and Go build cache are shared.
 #
 # Why from source: there is no container engine on the test machines (no kind,
 # no k3d), and Debian ships the API server only as source. A cold build takes
@@ -14,7 +16,17 @@ VERSION=1.20.2
 CACHE=${MUTATOR_KUBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nonroot-mutator/kube-v$VERSION}
 BIN=$CACHE/bin
 
-if [[ -x $BIN/kube-apiserver && -x $BIN/kube-controller-manager ]]; then
+components=("$@")
+[[ ${#components[@]} -gt 0 ]] || components=(kube-apiserver kube-controller-manager)
+missing=()
+for component in "${components[@]}"; do
+    case $component in
+        kube-apiserver|kube-controller-manager|kubelet) ;;
+        *) echo "kube.sh: unknown component $component" >&2; exit 2 ;;
+    esac
+    [[ -x $BIN/$component ]] || missing+=("$component")
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
     echo "$BIN"
     exit 0
 fi
@@ -67,10 +79,15 @@ if [[ ! -f $SRC/.extracted ]]; then
     touch "$SRC/.extracted"
 fi
 
-log "building kube-apiserver and kube-controller-manager (cold: ~9 minutes)"
+# Cold, on 2 cores: ~9 minutes for the API server and controller manager, about one more for the kubelet
+# (most of its packages are shared with them).
 export GOPROXY=off CGO_ENABLED=0 GOCACHE=$CACHE/go-build GOFLAGS=
-(cd "$SRC" && make WHAT=cmd/kube-apiserver >&2 && make WHAT=cmd/kube-controller-manager >&2)
-mkdir -p "$BIN.tmp"
-cp "$SRC"/_output/local/bin/linux/*/kube-apiserver "$SRC"/_output/local/bin/linux/*/kube-controller-manager "$BIN.tmp"/
-rm -rf "$BIN" && mv "$BIN.tmp" "$BIN"
+mkdir -p "$BIN"
+for component in "${missing[@]}"; do
+    log "building $component"
+    (cd "$SRC" && make WHAT="cmd/$component" >&2)
+    # Copied under a temporary name and renamed, so a binary in the cache is always a whole one.
+    cp "$SRC"/_output/local/bin/linux/*/"$component" "$BIN/.$component.tmp"
+    mv "$BIN/.$component.tmp" "$BIN/$component"
+done
 echo "$BIN"
