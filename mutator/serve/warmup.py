@@ -27,8 +27,8 @@ from mutator import logs, metrics
 from mutator.decide import policy
 from mutator.decide.images import ImageUser
 from mutator.errors import ConfigError
-from mutator.resolve.kube import client as kube
 from mutator.resolve.kube.child import run_module
+from mutator.resolve.kube.client import KubeClient, api_client
 from mutator.resolve.resolver import Resolver
 
 log = logging.getLogger(__name__)
@@ -40,11 +40,11 @@ EXIT_NO_CLUSTER = 3
 _CONTAINER_KINDS = ("initContainers", "containers", "ephemeralContainers")
 
 
-async def _api_client(kubeconfig: str | None) -> kube.KubeClient | None:
+async def _api_client(kubeconfig: str | None) -> KubeClient | None:
     """The cluster the pull secrets are read from (:mod:`mutator.resolve.kube.client`: an explicit
     kubeconfig, ``$KUBECONFIG`` or the in-cluster service account, never ``~/.kube/config``)."""
     try:
-        api = await kube.api_client(kubeconfig=kubeconfig)
+        api = await api_client(kubeconfig=kubeconfig)
     except ConfigError as exc:
         log.info("warm-up skipped: %s", exc)
         return None
@@ -78,7 +78,7 @@ def _security_context(holder: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return context if isinstance(context, dict) else None
 
 
-async def _list(api: kube.KubeClient, path: str, query: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+async def _list(api: KubeClient, path: str, query: list[tuple[str, Any]]) -> list[dict[str, Any]]:
     """Every item of the list at *path*, page by page, as plain JSON (no model objects)."""
     items: list[dict[str, Any]] = []
     token = None
@@ -93,7 +93,7 @@ async def _list(api: kube.KubeClient, path: str, query: list[tuple[str, Any]]) -
             return items
 
 
-async def images_in_cluster(api: kube.KubeClient) -> set[str]:
+async def images_in_cluster(api: KubeClient) -> set[str]:
     namespaces = await _list(api, "/api/v1/namespaces", [("labelSelector", MODE_LABEL)])
     images: set[str] = set()
     for namespace in namespaces:
