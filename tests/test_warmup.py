@@ -26,15 +26,19 @@ from tests.support.webhook import WebhookProcess
 pytestmark = pytest.mark.registry
 
 
-def test_images_of_a_pod_are_those_without_an_effective_run_as_user():
+def test_images_of_a_pod_are_those_its_admission_would_look_up():
     pod = {"spec": {
         "initContainers": [{"name": "i", "image": "init:1"}],
         "containers": [{"name": "a", "image": "app:1"},
                        {"name": "b", "image": "fixed:1", "securityContext": {"runAsUser": 1000}},
-                       {"name": "c"}, "junk"],
+                       {"name": "c"}, {"name": "e", "image": ""}],
         "ephemeralContainers": [{"name": "d", "image": "debug:1"}],
     }}
     assert warmup.images_of(pod) == {"init:1", "app:1", "debug:1"}
+    assert warmup.images_of({"spec": {**pod["spec"], "os": {"name": "windows"}}}) == set()  # never decided
+    # what an admission could not read is not warmed: there is nothing it would look up
+    assert warmup.images_of({"spec": {**pod["spec"], "containers": ["junk"]}}) == set()
+    assert warmup.images_of({"spec": {**pod["spec"], "securityContext": {"runAsUser": "1000"}}}) == set()
     pod["spec"]["securityContext"] = {"runAsUser": 1000}
     assert warmup.images_of(pod) == set()
     assert warmup.images_of({"spec": None}) == set()

@@ -28,9 +28,9 @@ from typing import Any
 import orjson
 
 from mutator import logs, metrics
-from mutator.decide import policy
+from mutator.decide import admission, policy
 from mutator.decide.images import ImageUser
-from mutator.errors import ConfigError
+from mutator.errors import BadReview, ConfigError
 from mutator.resolve.kube.child import run_module
 from mutator.resolve.kube.client import KubeClient, api_client
 from mutator.resolve.registry.authn.credentials import PullContext
@@ -43,7 +43,6 @@ MODE_LABEL = "nonroot-mutator/mode"
 PAGE_SIZE = 500
 LIST_TIMEOUT_SECONDS = 120.0
 EXIT_NO_CLUSTER = 3
-_CONTAINER_KINDS = ("initContainers", "containers", "ephemeralContainers")
 
 
 async def _connect(kubeconfig: str | None) -> KubeClient | None:
@@ -60,28 +59,14 @@ async def _connect(kubeconfig: str | None) -> KubeClient | None:
 
 
 def images_of(pod: Mapping[str, Any]) -> set[str]:
-    """The images of *pod* whose user an admission would look up: no effective runAsUser.
-
-    Read leniently (a stored Pod was valid once; what is odd here is skipped, not refused),
-    with the policy's own rule for the effective setting.
-    """
+    """The images an admission of *pod* would look up: the containers without an effective
+    runAsUser, by the admission's own rules (none for a Windows Pod, or one it could not read)."""
     spec = pod.get("spec")
-    if not isinstance(spec, dict):
+    try:
+        target = admission.pod_target(spec, "/spec") if isinstance(spec, Mapping) else None
+    except BadReview:  # its admission would be a 400 that looks nothing up
         return set()
-    pod_sc = _security_context(spec)
-    found = set()
-    for kind in _CONTAINER_KINDS:
-        for container in spec.get(kind) or ():
-            if not isinstance(container, dict) or not isinstance(container.get("image"), str):
-                continue
-            if policy.effective_in(_security_context(container), pod_sc, "runAsUser") is None:
-                found.add(container["image"])
-    return found
-
-
-def _security_context(holder: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    context = holder.get("securityContext")
-    return context if isinstance(context, dict) else None
+    return set(policy.images_to_resolve(target)) if target is not None else set()
 
 
 async def _list(api: KubeClient, path: str, query: list[tuple[str, Any]]) -> list[dict[str, Any]]:
