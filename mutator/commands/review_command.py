@@ -90,9 +90,8 @@ def verdict(finding: Finding, mode: Mode) -> str:
 
 
 def reason(finding: Finding) -> str:
-    fix = f"; Dockerfile: {finding.fix}" if finding.fix else ""
     temporary = "temporary: " if finding.outcome == "unavailable" else ""
-    return f"{temporary}{finding.detail}{fix}"
+    return f"{temporary}{finding.detail}{finding.fix_hint}"
 
 
 def _invalid(container: admission.Container, pod_sc: Any) -> str | None:
