@@ -164,7 +164,7 @@ async def resolve_all(resolver: Resolver, wanted: Mapping[str, Iterable[PullCont
     await asyncio.gather(*(one(image, sorted(wanted[image], key=_order)) for image in sorted(wanted)))
 
 
-async def list_images(kubeconfig: str | None = None) -> int:
+async def list_lookups(kubeconfig: str | None = None) -> int:
     """The child's work: print what :func:`encode` says of the opted-in Pods; exit 3 without a cluster."""
     api = await _connect(kubeconfig)
     if api is None:
@@ -206,4 +206,4 @@ async def warm_up(resolver: Resolver, *, concurrency: int, kubeconfig: str | Non
 
 if __name__ == "__main__":
     logs.setup(fmt=os.environ.get(logs.FORMAT_ENV, "text"))  # the server's format, inherited
-    sys.exit(asyncio.run(list_images(sys.argv[1] if len(sys.argv) > 1 else None)))
+    sys.exit(asyncio.run(list_lookups(sys.argv[1] if len(sys.argv) > 1 else None)))
