@@ -3,7 +3,7 @@
 Every answer must be an HTTP 200 carrying a valid AdmissionReview for the same
 uid, or an HTTP 400 with a reason: never a 500, never a hang, never a
 traceback. The same documents go through the pure path in-process
-(``admission.decode`` → ``webhook.handle``), through ``mutator serve`` over real
+(``admission.decode`` → ``pipeline.handle``), through ``mutator serve`` over real
 HTTPS, and through ``mutator review``. Example counts are bounded so that the
 whole module stays within about a minute.
 """
@@ -38,7 +38,7 @@ from mutator.decide.images import ImageFailure, ImageUser
 from mutator.decide.passwd import MAX_ID
 from mutator.decide.policy import Mode
 from mutator.errors import BadReview
-from mutator.serve import pipeline as webhook
+from mutator.serve import pipeline
 from tests.support.fixtures import ADMISSION, review
 from tests.support.net import free_port
 from tests.support.webhook import WebhookProcess
@@ -171,8 +171,8 @@ def pure(document: Any, mode: Mode, raw: bytes | None = None) -> tuple[int, byte
     async def run() -> tuple[int, bytes]:
         try:
             review_ = admission.decode(body)
-            outcome = await webhook.handle(review_, mode=mode, resolver=TableResolver(),  # type: ignore[arg-type]
-                                           deadline=webhook.deadline_for(10))
+            outcome = await pipeline.handle(review_, mode=mode, resolver=TableResolver(),  # type: ignore[arg-type]
+                                           deadline=pipeline.deadline_for(10))
         except BadReview as exc:
             return 400, json.dumps({"error": str(exc)}).encode()
         return 200, json.dumps(outcome.response).encode()
@@ -439,7 +439,7 @@ def test_a_bug_while_deciding_is_answered_by_the_modes_failure_policy(mode, monk
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise KeyError("a bug")
 
-    monkeypatch.setattr(webhook, "handle", broken)
+    monkeypatch.setattr(pipeline, "handle", broken)
     document = review("pod-create-kubectl-run")
 
     async def run() -> tuple[int, dict[str, Any]]:

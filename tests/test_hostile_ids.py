@@ -19,7 +19,7 @@ from mutator.decide.passwd import MAX_ID
 from mutator.decide.policy import Mode
 from mutator.resolve.registry.client import RegistryClient
 from mutator.resolve.resolver import Resolver
-from mutator.serve import pipeline as webhook
+from mutator.serve import pipeline
 from tests.support.images import Pusher, layer
 
 pytestmark = pytest.mark.registry
@@ -83,8 +83,8 @@ async def test_the_webhook_answers(resolver, id_images, name, allowed, fragment)
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
            "spec": {"containers": [{"name": "c", "image": id_images[name]}]}}
     review = admission.validate(admission.review_for_pod(pod))
-    outcome = await webhook.handle(review, mode=Mode.ENFORCE, resolver=resolver,
-                                   deadline=webhook.deadline_for(10))
+    outcome = await pipeline.handle(review, mode=Mode.ENFORCE, resolver=resolver,
+                                   deadline=pipeline.deadline_for(10))
     response = outcome.response["response"]
     assert response["allowed"] is allowed
     if allowed:

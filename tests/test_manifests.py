@@ -5,8 +5,7 @@ from __future__ import annotations
 import jsonpatch
 import pytest
 
-from mutator.commands import manifests
-from mutator.commands import review_command as review
+from mutator.commands import manifests, review_command
 from mutator.decide import findings, policy, workloads
 from mutator.decide.images import ImageUser
 from mutator.decide.policy import Mode
@@ -56,27 +55,27 @@ def test_documents_and_list_items_with_where_they_sit(source):
     assert items[0].source.endswith("in.yaml#1") and items[1].document is source.documents[1]
 
 
-def reviewed(source: manifests.Source, mode: Mode) -> list[review.Reviewed]:
+def reviewed(source: manifests.Source, mode: Mode) -> list[review_command.Reviewed]:
     results = []
     for item in manifests.items([source]):
         if not workloads.supported(item.obj.get("kind")):
-            results.append(review.Reviewed(item, None))
+            results.append(review_command.Reviewed(item, None))
             continue
-        result = review.Reviewed(item, workloads.of(item.obj))
+        result = review_command.Reviewed(item, workloads.of(item.obj))
         assert result.workload is not None and result.workload.target is not None
-        review.decide(result, result.workload.target, RESOLVED, mode)
+        review_command.decide(result, result.workload.target, RESOLVED, mode)
         results.append(result)
     return results
 
 
 def test_table_has_one_row_per_container_and_skipped_kinds(source):
-    lines = review.table(reviewed(source, Mode.ENFORCE), Mode.ENFORCE).splitlines()
-    assert lines[0].split() == list(review.COLUMNS)
+    lines = review_command.table(reviewed(source, Mode.ENFORCE), Mode.ENFORCE).splitlines()
+    assert lines[0].split() == list(review_command.COLUMNS)
     assert lines[1].split()[:6] == ["deployment/web", "app", "named", "node", "patch", "1000:1000"]
     assert lines[1].endswith("USER node; Dockerfile: USER 1000:1000")
     assert lines[2].split()[:6] == ["pod/p", "c", "root", '""', "refused", "0:0"]
     assert lines[3].split()[:5] == ["secret/s", "-", "-", "-", "skipped"]
-    audit = review.table(reviewed(source, Mode.AUDIT), Mode.AUDIT).splitlines()
+    audit = review_command.table(reviewed(source, Mode.AUDIT), Mode.AUDIT).splitlines()
     assert audit[1].split()[4:6] == ["would", "patch"] and audit[2].split()[4] == "warned"
 
 
@@ -96,8 +95,8 @@ def test_the_fix_does_not_depend_on_the_mode():
     target = workloads.of(spec).target
     assert target is not None
     for mode in Mode:
-        result = review.Reviewed(manifests.Item("x", spec, "", spec), workloads.of(spec))
-        review.decide(result, target, RESOLVED, mode)
+        result = review_command.Reviewed(manifests.Item("x", spec, "", spec), workloads.of(spec))
+        review_command.decide(result, target, RESOLVED, mode)
         assert result.fix == [{"op": "add", "path": "/spec/containers/0/securityContext",
                                "value": {"runAsUser": 1000, "runAsGroup": 1000}}]
         assert [f.outcome for f in result.findings] == ["patch"]

@@ -177,6 +177,30 @@ def test_unresolvable_user():
     assert decision.allowed and 'container "app" (ghost) has an unverifiable user' in decision.warnings[0]
 
 
+@pytest.mark.parametrize(("container", "in_full", "in_few_words"), [
+    (c("a", "rootimg"), "put USER 1000 (any non-zero uid) in the Dockerfile, or set "
+     "securityContext.runAsUser: 1000 (any non-zero uid)", "fix: USER 1000 or runAsUser: 1000"),
+    (c("a", "named", runAsUser=0), "set a non-zero securityContext.runAsUser, or leave it unset "
+     "for the image's USER", "fix: a non-zero runAsUser"),
+    (c("a", "ghost"), "put a numeric USER (e.g. USER 1000:1000) in the Dockerfile, or set "
+     "securityContext.runAsUser", "fix: a numeric USER or runAsUser"),
+    (c("a", "named"), "or put USER 1000:1001 in the Dockerfile", "or Dockerfile USER 1000:1001"),
+    (c("a", "down"), "", ""),
+])
+def test_each_outcome_says_what_to_change_in_full_and_in_a_warnings_few_words(container, in_full,
+                                                                              in_few_words):
+    """One rule gives both texts: the refusal says it in full, the warning in few words (a short
+    container name, so that the audit hint fits)."""
+    decision, _ = run(pod(container), Mode.AUDIT)
+    (finding,) = decision.findings
+    assert (finding.fix, finding.fix_short) == (in_full, in_few_words)
+    (warning,) = decision.warnings
+    assert warning.endswith(f"; {in_few_words}") if in_few_words else "fix" not in warning
+    refused, _ = run(pod(container), Mode.ENFORCE)
+    if finding.outcome in ("root", "unresolvable"):
+        assert refused.message.endswith(f"; {in_full}")
+
+
 def test_registry_failure_follows_the_mode():
     decision, _ = run(pod(c("app", "down")))
     assert not decision.allowed

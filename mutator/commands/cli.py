@@ -20,8 +20,7 @@ from typing import Any, TypeVar
 
 from mutator import __version__, logs
 from mutator import config as config_module
-from mutator.commands import report
-from mutator.commands import review_command as review
+from mutator.commands import report, review_command
 from mutator.config import Config, Platform
 from mutator.decide.images import ImageUser
 from mutator.errors import BadInput, ConfigError
@@ -144,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     review_parser = _command(commands, "review",
                              "what the cluster would do to manifests (any kind that makes Pods) or "
                              "an AdmissionReview, offline")
-    review.add_arguments(review_parser)
+    review_command.add_arguments(review_parser)
     review_parser.add_argument("--docker-config", metavar="PATH", help=DOCKER_CONFIG_HELP)
 
     report_parser = _command(commands, "report",
@@ -280,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"mutator {args.command}: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        commands = {"serve": _serve, "review": review.run, "report": report.run, "resolve": _resolve}
+        commands = {"serve": _serve, "review": review_command.run, "report": report.run, "resolve": _resolve}
         command = commands[args.command]
         return command(args, config)
     except KeyboardInterrupt:

@@ -95,7 +95,7 @@ def _row(workload: workloads.Workload, f: Finding, pod_sc: Mapping[str, Any] | N
 
 
 def _verdict(f: Finding, image: ImageUser | None, record: Any) -> tuple[Verdict, str]:
-    fix = f"; Dockerfile: {f.fix}" if f.fix else ""
+    fix = f.fix_hint
     if f.outcome == "root":
         return "root", f.detail + fix
     if f.outcome in ("unresolvable", "unavailable"):

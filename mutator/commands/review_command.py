@@ -37,7 +37,7 @@ from mutator.errors import BadInput, BadReview
 from mutator.resolve.registry import local
 from mutator.resolve.resolver import Resolver
 from mutator.resolve.standalone import with_resolver
-from mutator.serve import pipeline as webhook
+from mutator.serve import pipeline
 
 EXIT_OK, EXIT_REFUSED, EXIT_BAD_INPUT = 0, 1, 2
 INVALID = "invalid"  # a container the API server itself rejects, in every mode
@@ -90,9 +90,8 @@ def verdict(finding: Finding, mode: Mode) -> str:
 
 
 def reason(finding: Finding) -> str:
-    fix = f"; Dockerfile: {finding.fix}" if finding.fix else ""
     temporary = "temporary: " if finding.outcome == "unavailable" else ""
-    return f"{temporary}{finding.detail}{fix}"
+    return f"{temporary}{finding.detail}{finding.fix_hint}"
 
 
 def _invalid(container: admission.Container, pod_sc: Any) -> str | None:
@@ -189,8 +188,8 @@ def _admission_review(source: manifests.Source) -> dict[str, Any] | None:
 
 async def _answer_review(document: dict[str, Any], *, resolver: Resolver, mode: Mode,
                          budget: float, output: str) -> int:
-    outcome = await webhook.handle(admission.validate(document), mode=mode, resolver=resolver,
-                                   deadline=webhook.deadline_for(budget))
+    outcome = await pipeline.handle(admission.validate(document), mode=mode, resolver=resolver,
+                                   deadline=pipeline.deadline_for(budget))
     print(yaml.safe_dump(outcome.response, sort_keys=False).rstrip() if output == "yaml"
           else json.dumps(outcome.response, indent=2))
     return EXIT_OK if outcome.response["response"]["allowed"] else EXIT_REFUSED

@@ -42,7 +42,7 @@ def line(prefix: str, finding: Finding, mode: Mode, *, limit: int = MAX_WARNING_
     head = f'{prefix}: container "{finding.name}" {verdict(finding, mode)}'
     image = finding.container.image or ""
     reason = f"({finding.detail})" if finding.detail else ""
-    fix = f"; Dockerfile: {finding.fix}" if finding.fix else ""
+    fix = finding.fix_hint
     candidates = [(image, fix), (_short(image), fix), ("", fix), (_short(image), ""), ("", "")]
     for shown, tail in candidates:
         why = " ".join(part for part in (shown, reason) if part)

@@ -48,6 +48,12 @@ class Finding:
         return self.container.name
 
     @property
+    def fix_hint(self) -> str:
+        """``; Dockerfile: USER 1000:1000`` after a reason, or nothing: how every reader is told the
+        numeric line (warnings at apply, ``mutator review``, ``mutator report``)."""
+        return f"; Dockerfile: {self.fix}" if self.fix else ""
+
+    @property
     def problem(self) -> bool:
         return self.outcome in PROBLEMS
 

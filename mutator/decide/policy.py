@@ -75,24 +75,26 @@ class Assessment:
     @property
     def fix(self) -> str:
         """What to change, in full (refusals)."""
-        if self.outcome == "root":
-            return RUN_AS_ROOT_FIX if self.user is None else ROOT_FIX
-        if self.outcome == "unresolvable":
-            return NAME_FIX
-        if self.outcome == "patch" and self.dockerfile:
-            return f"or put {self.dockerfile} in the Dockerfile"
-        return ""
+        return self._fix(short=False)
 
     @property
     def fix_short(self) -> str:
         """What to change, in a warning's few words."""
-        if self.outcome == "root":
-            return RUN_AS_ROOT_FIX_SHORT if self.user is None else ROOT_FIX_SHORT
-        if self.outcome == "unresolvable":
-            return NAME_FIX_SHORT
-        if self.outcome == "patch" and self.dockerfile:
-            return f"or Dockerfile {self.dockerfile}"
-        return ""
+        return self._fix(short=True)
+
+    def _fix(self, *, short: bool) -> str:
+        """The one rule for what to change, said in full or (*short*) in a warning's few words."""
+        if self.outcome == "root" and self.user is None:  # no USER read: the Pod's own runAsUser is 0
+            said = (RUN_AS_ROOT_FIX, RUN_AS_ROOT_FIX_SHORT)
+        elif self.outcome == "root":
+            said = (ROOT_FIX, ROOT_FIX_SHORT)
+        elif self.outcome == "unresolvable":
+            said = (NAME_FIX, NAME_FIX_SHORT)
+        elif self.outcome == "patch" and self.dockerfile:
+            said = (f"or put {self.dockerfile} in the Dockerfile", f"or Dockerfile {self.dockerfile}")
+        else:
+            return ""
+        return said[short]
 
 
 @dataclass(frozen=True, slots=True)

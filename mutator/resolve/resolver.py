@@ -112,6 +112,12 @@ class Resolver:
         # Only a command fills this: an image name in a Pod never makes the server read a file.
         self.local: dict[str, LocalImages] = {}
 
+    @property
+    def lookup_timeout(self) -> float:
+        """Seconds one lookup may run (``lookup_timeout_seconds``): how long a caller without an
+        admission's deadline waits for an answer."""
+        return self._lookup_timeout
+
     def clear(self) -> None:
         """Forget every cached answer (lookups in flight go on)."""
         self.tags.clear()

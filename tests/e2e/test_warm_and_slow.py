@@ -19,7 +19,8 @@ from tests.support.registry import RegistryServer
 from tests.support.webhook import WebhookProcess
 
 from .cluster import KubeCluster, wait_for
-from .conftest import pod_manifest, register
+from .conftest import ALICE, Private, pod_manifest, register
+from .test_pull_secrets import ACCESS, LOOKUPS, apply, create, docker_config, run_as, secret_manifest
 from .webhook_config import LABEL
 
 
@@ -86,6 +87,54 @@ def test_warm_up_resolves_the_images_of_pods_stored_before_the_start(
                 webhook.stop()
         finally:
             kube.kubectl("delete", "namespace", opted, other, "--wait=false")
+
+
+def test_warm_up_reads_private_images_with_the_pull_credentials_of_the_pods_that_run_them(
+    kube: KubeCluster, private: Private, tmp_path,
+):
+    """Stored Pods run two private images: one names its pull Secret, one gets its ServiceAccount's.
+    The warm-up reads each with those credentials, so the Pods admitted next are answered from the
+    cache: no lookup of their own, and no access check (the warm-up proved those credentials)."""
+    own, account = unique("e2e-warm-own"), unique("e2e-warm-account")
+    for name in (own, account):
+        kube.create_namespace(name, {LABEL: "enforce"})
+    shared, via_account = private.images["shared"], private.images["account"]
+    apply(kube, own, secret_manifest("regcred", "kubernetes.io/dockerconfigjson",
+                                     docker_config(private.host, *ALICE)))
+    apply(kube, account, secret_manifest("legacy", "kubernetes.io/dockercfg",
+                                         docker_config(private.host, *ALICE, legacy=True)),
+          {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "builder"},
+           "imagePullSecrets": [{"name": "legacy"}]})
+    config = tmp_path / "mutator.yaml"
+    # no node-wide credentials: only the Pods' own Secrets open the private registry
+    config.write_text(json.dumps({"registries": {private.host: {"ca_file": private.ca_file}},
+                                  "kubeconfig": str(kube.kubeconfig)}))
+    try:
+        # stored while no webhook is registered: nothing admits them
+        apply(kube, own, pod_manifest("stored", ("app", shared), imagePullSecrets=[{"name": "regcred"}]))
+        apply(kube, account, pod_manifest("stored", ("app", via_account), serviceAccountName="builder"))
+        webhook = WebhookProcess(config=str(config)).start()
+        configuration = None
+        try:
+            wait_for(lambda: "warm-up: done" in webhook.log.read_text(), timeout=90,
+                     what="the warm-up to finish")
+            lookups, checks = webhook.metric(LOOKUPS), webhook.metric(ACCESS)
+            configuration = register(kube, webhook, name=unique("nonroot-mutator-warm-private"))
+            first, stderr = create(kube, own, pod_manifest(unique("next"), ("app", shared),
+                                                           imagePullSecrets=[{"name": "regcred"}]))
+            assert run_as(first) == [1401], stderr
+            second, stderr = create(kube, account, pod_manifest(unique("next"), ("app", via_account),
+                                                                serviceAccountName="builder"))
+            assert run_as(second) == [1402], stderr
+            assert webhook.metric(LOOKUPS) == lookups  # both answered from what the warm-up read
+            assert webhook.metric(ACCESS) == checks  # with the very credentials the warm-up offered
+        finally:
+            if configuration is not None:
+                kube.kubectl("delete", "mutatingwebhookconfiguration", configuration["metadata"]["name"],
+                             "--ignore-not-found")
+            webhook.stop()
+    finally:
+        kube.kubectl("delete", "namespace", own, account, "--wait=false")
 
 
 def test_a_deployment_converges_when_its_first_admissions_meet_a_cold_cache(

@@ -23,7 +23,7 @@ from mutator.decide.images import ImageFailure, ImageUser
 from mutator.decide.policy import Mode
 from mutator.resolve.registry.authn.credentials import CredentialSources, PullContext
 from mutator.resolve.registry.authn.keyring import Keyring
-from mutator.serve import pipeline as webhook
+from mutator.serve import pipeline
 from tests.registry_auth.conftest import ALICE_PASSWORD, ALICE_REFRESH, BOB_PASSWORD
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.fixtures import review, with_images
@@ -198,7 +198,7 @@ async def test_a_deadline_hit_during_the_access_check_is_counted_as_one(registry
         document["request"]["namespace"] = "team-b"
         expired = metrics.DEADLINE_EXPIRED.labels("enforce")._value.get()
         deadline = asyncio.get_running_loop().time() + 0.5
-        outcome = await webhook.handle(admission.validate(document), mode=Mode.ENFORCE, resolver=resolver,
+        outcome = await pipeline.handle(admission.validate(document), mode=Mode.ENFORCE, resolver=resolver,
                                        deadline=deadline)
         assert outcome.result == "refused"
         assert "checking this Pod's access" in (outcome.decision.message if outcome.decision else "")
