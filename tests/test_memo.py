@@ -15,6 +15,7 @@ import copy
 import json
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -245,5 +246,8 @@ def test_an_answer_from_the_memo_is_the_answer_a_fresh_decision_gives(containers
         assert second.response["response"]["uid"] == "second"
         assert without_uid(second.response) == without_uid(fresh.response)
         assert (second.result, second.found) == (fresh.result, fresh.found)
+        # the memo's answer is the bytes a fresh decision's answer encodes to, the uid in its place
+        assert second.body == orjson.dumps({**fresh.response, "response": {
+            **fresh.response["response"], "uid": "second"}})
 
     asyncio.run(run())
