@@ -206,25 +206,66 @@ def admission_decided(*, review: admission.Review, mode: str, result: str, secon
     *found* are the decision's per-container findings, which already carry what
     was read from each image (digest, USER, uid/gid).
     """
+    line = admission_line(review=review, mode=mode, result=result, allowed=allowed, message=message,
+                          warnings=warnings, found=found)
+    if line is not None:
+        line.write(review, seconds)
+
+
+def admission_line(*, review: admission.Review, mode: str, result: str, allowed: bool, message: str,
+                   warnings: tuple[str, ...], found: Sequence[Finding]) -> AdmissionLine | None:
+    """The line of one decision (see :class:`AdmissionLine`); ``None`` for a plain allow: no line."""
     if result not in ("patched", "refused") and not warnings:
-        return
-    level = logging.WARNING if not allowed else logging.INFO
-    reason = message or "; ".join(warnings)
-    duration = round(seconds * 1000, 3)
-    if _BATCH.usable(level):
+        return None
+    return AdmissionLine(review=review, mode=mode, result=result, allowed=allowed,
+                         reason=message or "; ".join(warnings), found=found)
+
+
+class AdmissionLine:
+    """One decision's admission line, rendered once: a rollout's replicas write it with their own
+    time, uid, dry run and duration filled in (the decisions memo keeps it with the decision).
+
+    The bytes are exactly what :class:`JsonFormatter` writes for the same event;
+    they are used only while the batch is (see :class:`_Batch`), and a name that
+    orjson cannot encode (a lone surrogate) goes through ``logging`` instead.
+    """
+
+    __slots__ = ("_fields", "_head", "_level", "_middle", "_tail")
+
+    def __init__(self, *, review: admission.Review, mode: str, result: str, allowed: bool, reason: str,
+                 found: Sequence[Finding]) -> None:
+        self._level = logging.WARNING if not allowed else logging.INFO
+        self._fields: dict[str, Any] = {
+            "kind": "admission", "namespace": review.namespace, "pod": review.name, "uid": None,
+            "operation": review.operation, "dry_run": None, "mode": mode, "decision": result,
+            "reason": reason, "containers": _containers(found)}
         try:
-            _BATCH.add(orjson.dumps({
-                "time": _utc(time.time()), "level": _LEVEL_NAMES[level], "logger": log.name,
-                "msg": "admission " + result, "kind": "admission", "namespace": review.namespace,
-                "pod": review.name, "uid": review.uid, "operation": review.operation,
-                "dry_run": review.dry_run, "mode": mode, "decision": result, "reason": reason,
-                "containers": _rendered(found), "duration_ms": duration}))
-            return
+            self._head: bytes | None = b'",' + orjson.dumps({
+                "level": _LEVEL_NAMES[self._level], "logger": log.name, "msg": "admission " + result,
+                "kind": "admission", "namespace": review.namespace, "pod": review.name})[1:-1] + b',"uid":'
+            self._middle = b',"operation":' + orjson.dumps(review.operation) + b',"dry_run":'
+            self._tail = b"," + orjson.dumps({
+                "mode": mode, "decision": result, "reason": reason,
+                "containers": self._fields["containers"]})[1:-1] + b',"duration_ms":'
         except TypeError:  # a lone surrogate in a name: the standard library's escaping, via logging
-            pass
-    event("admission " + result, level=level, kind="admission", namespace=review.namespace,
-          pod=review.name, uid=review.uid, operation=review.operation, dry_run=review.dry_run, mode=mode,
-          decision=result, reason=reason, containers=_containers(found), duration_ms=duration)
+            self._head = None
+
+    def write(self, review: admission.Review, seconds: float) -> None:
+        """Write the line for *review* (this decision's, or a replica's), answered in *seconds*."""
+        duration = round(seconds * 1000, 3)
+        if self._head is not None and _BATCH.usable(self._level):
+            try:
+                uid = orjson.dumps(review.uid)
+            except TypeError:
+                pass
+            else:
+                _BATCH.add(b"".join((
+                    b'{"time":"', _utc(time.time()).encode(), self._head, uid, self._middle,
+                    b"true" if review.dry_run else b"false", self._tail, orjson.dumps(duration), b"}")))
+                return
+        fields = self._fields
+        event(f"admission {fields['decision']}", level=self._level, **{
+            **fields, "uid": review.uid, "dry_run": review.dry_run, "duration_ms": duration})
 
 
 _LEVEL_NAMES = {logging.INFO: "info", logging.WARNING: "warning"}
@@ -238,21 +279,6 @@ def _containers(found: Sequence[Finding]) -> list[dict[str, Any]]:
             entry.update(digest=f.digest, user=(f.user or "")[:MAX_FIELD_CHARS], uid=f.uid, gid=f.gid)
         containers.append(entry)
     return containers
-
-
-def _rendered(found: Sequence[Finding]) -> orjson.Fragment:
-    """The containers' JSON, made once per decision: a rollout's replicas share theirs (the memo's)."""
-    kept = _RENDERED.get(id(found))
-    if kept is not None and kept[0] is found:
-        return kept[1]
-    if len(_RENDERED) >= 1024:
-        _RENDERED.clear()
-    fragment = orjson.Fragment(orjson.dumps(_containers(found)))
-    _RENDERED[id(found)] = (found, fragment)  # holding *found* keeps its id from being reused
-    return fragment
-
-
-_RENDERED: dict[int, tuple[Sequence[Finding], orjson.Fragment]] = {}
 
 
 def registry_failure(failure: ImageFailure, *, seconds: float) -> None:

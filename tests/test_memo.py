@@ -15,6 +15,7 @@ import copy
 import json
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,8 +24,7 @@ from mutator.decide import admission, policy
 from mutator.decide.evidence import ANNOTATION
 from mutator.decide.images import ImageFailure, ImageUser, Resolution
 from mutator.decide.policy import Mode
-from mutator.serve import memo
-from mutator.serve import pipeline as webhook
+from mutator.serve import memo, pipeline
 from mutator.serve.memo import Memo
 from tests.support.fixtures import ADMISSION, review
 
@@ -62,10 +62,10 @@ def pod(*, uid: str = "u-1", image: str = "img/named:1", mode_namespace: str = "
     return document
 
 
-async def answer(body: bytes, *, mode: Mode, resolver: Any, store: Memo | None) -> webhook.Outcome:
+async def answer(body: bytes, *, mode: Mode, resolver: Any, store: Memo | None) -> pipeline.Outcome:
     """What ``/mutate/{mode}`` does with a body: the memo first, else the full path."""
     deadline = asyncio.get_running_loop().time() + 5
-    return await webhook.admit(body, mode=mode, resolver=resolver, deadline=deadline, memo=store)
+    return await pipeline.admit(body, mode=mode, resolver=resolver, deadline=deadline, memo=store)
 
 
 def without_uid(document: dict[str, Any]) -> dict[str, Any]:
@@ -245,5 +245,8 @@ def test_an_answer_from_the_memo_is_the_answer_a_fresh_decision_gives(containers
         assert second.response["response"]["uid"] == "second"
         assert without_uid(second.response) == without_uid(fresh.response)
         assert (second.result, second.found) == (fresh.result, fresh.found)
+        # the memo's answer is the bytes a fresh decision's answer encodes to, the uid in its place
+        assert second.body == orjson.dumps({**fresh.response, "response": {
+            **fresh.response["response"], "uid": "second"}})
 
     asyncio.run(run())

@@ -181,6 +181,33 @@ def test_sigterm_reports_not_ready_answers_everything_in_flight_then_exits_0(
     assert webhook.process.wait(timeout=15) == 0
 
 
+def test_replicas_answered_from_the_memo_each_log_their_line_and_sigterm_writes_them_all(
+        config, webhooks, images):
+    webhook = start(config)
+    webhooks.append(webhook)
+    pool = urllib3.PoolManager(ssl_context=ssl.create_default_context(cafile=webhook.cert),
+                               retries=False, timeout=30)
+    replicas = [f"replica-{n}" for n in range(20)]
+    answers = [post(pool, webhook.url, document_for(images["named-base"], uid)) for uid in replicas]
+    assert [a.status for a in answers] == [200] * len(replicas)
+    hits = sample(scrape(webhook), 'nonroot_mutator_cache_lookups_total{cache="decision",result="hit"}')
+    assert hits == len(replicas) - 1  # the first decided, every other one answered from the memo
+    bodies = [json.loads(a.data) for a in answers]
+    assert [b["response"]["uid"] for b in bodies] == replicas
+    assert all({**b["response"], "uid": ""} == {**bodies[0]["response"], "uid": ""} for b in bodies)
+    webhook.process.send_signal(signal.SIGTERM)  # lines still waiting for their batch are written
+    assert webhook.process.wait(timeout=15) == 0
+    lines = [line for line in log_lines(webhook) if line.get("kind") == "admission"]
+    assert [line["uid"] for line in lines] == replicas
+    own = ("time", "uid", "duration_ms")  # what each replica's line has of its own
+
+    def shared(line: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in line.items() if key not in own}
+
+    assert shared(lines[0])["decision"] == "patched" and lines[0]["containers"][0]["uid"] == 1000
+    assert all(shared(line) == shared(lines[0]) and line["duration_ms"] > 0 for line in lines[1:])
+
+
 def test_json_logs_one_line_per_patch_refusal_registry_failure_and_400(config, webhooks, images,
                                                                        registry):
     webhook = start(config)

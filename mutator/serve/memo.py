@@ -23,11 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
+import orjson
 from cachetools import LRUCache
 
-from mutator import metrics
+from mutator import logs, metrics
 from mutator.decide.admission import API_VERSION, KIND, PODS, AdmissionReviewDoc, Review, shown_name
 from mutator.decide.findings import Finding
 from mutator.decide.images import ImageUser, Resolution
@@ -116,24 +118,38 @@ def envelope(body: bytes, mode: Mode) -> Seen | None:
 
 @dataclass(frozen=True, slots=True)
 class Decided:
-    """One decision and everything it was made from that can change (images, their answers)."""
+    """One decision and everything it was made from that can change (images, their answers), with
+    what answering it again costs nothing to redo: its answer's JSON around the uid, its log line
+    and its container counters."""
 
     images: tuple[str, ...]
     pull: PullContext
     resolutions: tuple[Resolution, ...]  # the answers, in ``images`` order, compared by identity
     decision: Decision
     found: tuple[Finding, ...]
-    response: AdmissionReviewDoc  # the first request's: each request's own uid goes in
+    head: bytes  # the answer's JSON is head + the request's own uid + tail: see encoded()
+    tail: bytes
+    line: logs.AdmissionLine | None  # None: a plain allow, which logs nothing
+    counters: tuple[Any, ...]  # the containers' counters, bound to the mode and each outcome
 
     def still_holds(self, resolutions: Mapping[str, Resolution]) -> bool:
         """True when the resolver gave exactly the answers this decision was made on."""
         get = resolutions.get
         return all(get(image) is known for image, known in zip(self.images, self.resolutions, strict=True))
 
-    def respond(self, uid: str) -> AdmissionReviewDoc:
-        document = dict(self.response)
-        document["response"] = {**self.response["response"], "uid": uid}
-        return document  # type: ignore[return-value]
+    def answer(self, uid: str) -> bytes:
+        """The answer's JSON for the request *uid*: the first request's, with *uid* in."""
+        return self.head + orjson.dumps(uid) + self.tail
+
+
+def encoded(response: AdmissionReviewDoc) -> tuple[bytes, bytes]:
+    """*response*'s JSON on either side of its uid: ``head + orjson.dumps(uid) + tail`` is
+    ``orjson.dumps(response)`` (:func:`mutator.decide.admission.respond` puts the uid first)."""
+    inner = dict(response["response"])
+    del inner["uid"]
+    head = b'{"apiVersion":%s,"kind":%s,"response":{"uid":' % (
+        orjson.dumps(response["apiVersion"]), orjson.dumps(response["kind"]))
+    return head, b"," + orjson.dumps(inner)[1:] + b"}"
 
 
 class Memo:

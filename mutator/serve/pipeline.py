@@ -20,7 +20,9 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from mutator import metrics
+import orjson
+
+from mutator import logs, metrics
 from mutator.decide import admission, evidence, findings, policy
 from mutator.decide.admission import AdmissionReviewDoc, Review
 from mutator.decide.findings import Finding
@@ -29,7 +31,7 @@ from mutator.decide.policy import Decision, Mode
 from mutator.errors import BadReview
 from mutator.resolve.registry.authn.credentials import PullContext
 from mutator.resolve.resolver import Resolver
-from mutator.serve.memo import Decided, Memo, Seen, envelope
+from mutator.serve.memo import Decided, Memo, Seen, encoded, envelope
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +43,21 @@ UNREADABLE = "request could not be read (internal error, logged)"
 class Outcome:
     review: Review
     decision: Decision | None  # None: the request was not ours to change (or deciding failed)
-    response: AdmissionReviewDoc
+    answer: AdmissionReviewDoc | Decided  # the document, or the memo's decision, which holds its JSON
     found: tuple[Finding, ...] = ()  # per container, for the log line
     failed: bool = False  # deciding failed on a bug: *response* is the mode's failure policy
+    line: logs.AdmissionLine | None = None  # what to log; None for a plain allow
+
+    @property
+    def body(self) -> bytes:
+        """The answer's JSON, as the server sends it (a memo hit's was encoded when it was decided)."""
+        answer = self.answer
+        return answer.answer(self.review.uid) if isinstance(answer, Decided) else orjson.dumps(answer)
+
+    @property
+    def response(self) -> AdmissionReviewDoc:
+        answer = self.answer
+        return orjson.loads(self.body) if isinstance(answer, Decided) else answer
 
     @property
     def result(self) -> Result:
@@ -121,8 +135,9 @@ async def answer_known(seen: Seen, *, mode: Mode, resolver: Resolver, memo: Memo
     if not known.still_holds(resolutions):
         return None
     memo.hit()
-    _count_containers(known.decision, mode)
-    return Outcome(seen.review, known.decision, known.respond(seen.review.uid), known.found)
+    for counter in known.counters:
+        counter.inc()
+    return Outcome(seen.review, known.decision, known, known.found, line=known.line)
 
 
 async def handle(review: Review, *, mode: Mode, resolver: Resolver, deadline: float,
@@ -143,7 +158,9 @@ async def handle(review: Review, *, mode: Mode, resolver: Resolver, deadline: fl
     images, resolutions, decision, found = judged.images, judged.resolutions, judged.decision, judged.found
     if any(isinstance(r, ImageFailure) and r.past_deadline for r in resolutions.values()):
         _deadline_counter(mode).inc()
-    _count_containers(decision, mode)
+    counters = tuple(_container_counter(mode, outcome) for _, outcome in decision.outcomes)
+    for counter in counters:
+        counter.inc()
     patch = list(decision.patch)
     if patch and review.operation == "CREATE" and not review.sub_resource:
         # Only a Pod CREATE stores metadata we may add to; subresource updates ignore it.
@@ -158,10 +175,13 @@ async def handle(review: Review, *, mode: Mode, resolver: Resolver, deadline: fl
         message=decision.message,
         audit_annotations=evidence.audit_annotations(found, mode=mode.value, result=result),
     )
+    line = logs.admission_line(review=review, mode=mode.value, result=result, allowed=decision.allowed,
+                               message=decision.message, warnings=decision.warnings, found=found)
     if memo is not None and key is not None:
+        head, tail = encoded(response)
         memo.keep(key, Decided(images, pull, tuple(resolutions[i] for i in images), decision, found,
-                               response))
-    return Outcome(review, decision, response, found)
+                               head, tail, line, counters))
+    return Outcome(review, decision, response, found, line=line)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,11 +203,6 @@ async def resolve_and_decide(target: admission.Target, *, mode: Mode, resolver: 
     resolutions = await resolver.resolve(images, deadline=deadline, pull=pull) if images else {}
     decision, found = findings.decided(target, resolutions, mode)
     return Judged(images, resolutions, decision, found)
-
-
-def _count_containers(decision: Decision, mode: Mode) -> None:
-    for _, outcome in decision.outcomes:
-        _container_counter(mode, outcome).inc()
 
 
 def internal_error(review: Review, *, mode: Mode) -> AdmissionReviewDoc:

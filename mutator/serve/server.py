@@ -92,19 +92,6 @@ def _counted(mode: Mode, result: str) -> tuple[Any, Any]:
     return metrics.ADMISSIONS.labels(mode.value, result), metrics.ADMISSION_SECONDS.labels(mode.value, result)
 
 
-def _log_outcome(review: admission.Review, outcome: pipeline.Outcome, mode: Mode, elapsed: float) -> None:
-    """One line per patched or refused admission (or one allowed with warnings): see :mod:`mutator.logs`.
-    A plain allow is only counted, so the warm path does not pay for a log line."""
-    decision = outcome.decision
-    if decision is None:
-        return
-    logs.admission_decided(
-        review=review, mode=mode.value, result=outcome.result, seconds=elapsed,
-        allowed=decision.allowed, message=decision.message, warnings=decision.warnings,
-        found=outcome.found,
-    )
-
-
 async def mutate(request: web.Request) -> web.Response:
     started = time.perf_counter()
     mode, deadline = _mode_and_deadline(request, request.match_info["mode"], budget=MAX_ADMISSION_TIMEOUT)
@@ -119,12 +106,13 @@ async def mutate(request: web.Request) -> web.Response:
     if outcome.failed:  # counted and logged where it failed; the mode's failure policy answers
         return web.json_response(outcome.response)
 
-    answer = orjson.dumps(outcome.response)
+    answer = outcome.body
     elapsed = time.perf_counter() - started
     count, seconds = _counted(mode, outcome.result)
     count.inc()
     seconds.observe(elapsed)
-    _log_outcome(outcome.review, outcome, mode, elapsed)
+    if outcome.line is not None:  # a patch, a refusal or a warning: one line (see mutator.logs)
+        outcome.line.write(outcome.review, elapsed)
     return web.Response(body=answer, content_type="application/json")
 
 
