@@ -198,23 +198,14 @@ def event(message: str, *, level: int = logging.INFO, **fields: Any) -> None:
     log.log(level, message, extra={EVENT: fields})
 
 
-def admission_decided(*, review: admission.Review, mode: str, result: str, seconds: float,
-                      allowed: bool, message: str, warnings: tuple[str, ...],
-                      found: Sequence[Finding]) -> None:
-    """One line for an admission that changed or stopped something; nothing for a plain allow.
+def admission_line(*, review: admission.Review, mode: str, result: str, allowed: bool, message: str,
+                   warnings: tuple[str, ...], found: Sequence[Finding]) -> AdmissionLine | None:
+    """The line of one decision that changed or stopped something (see :class:`AdmissionLine`);
+    ``None`` for a plain allow, which logs nothing.
 
     *found* are the decision's per-container findings, which already carry what
     was read from each image (digest, USER, uid/gid).
     """
-    line = admission_line(review=review, mode=mode, result=result, allowed=allowed, message=message,
-                          warnings=warnings, found=found)
-    if line is not None:
-        line.write(review, seconds)
-
-
-def admission_line(*, review: admission.Review, mode: str, result: str, allowed: bool, message: str,
-                   warnings: tuple[str, ...], found: Sequence[Finding]) -> AdmissionLine | None:
-    """The line of one decision (see :class:`AdmissionLine`); ``None`` for a plain allow: no line."""
     if result not in ("patched", "refused") and not warnings:
         return None
     return AdmissionLine(review=review, mode=mode, result=result, allowed=allowed,

@@ -58,7 +58,11 @@ def alone() -> None:
 def decided(**overrides: Any) -> None:
     arguments: dict[str, Any] = dict(review=REVIEW, mode="enforce", result="patched", seconds=0.0012,
                                      allowed=True, message="", warnings=(), found=FOUND)
-    logs.admission_decided(**(arguments | overrides))
+    arguments |= overrides
+    seconds = arguments.pop("seconds")
+    line = logs.admission_line(**arguments)
+    if line is not None:
+        line.write(arguments["review"], seconds)
 
 
 def lines(buffer: Err) -> list[dict[str, Any]]:
