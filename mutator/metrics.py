@@ -42,7 +42,8 @@ INFLIGHT_ADMISSIONS = Gauge("nonroot_mutator_inflight_admissions", "Admissions b
 
 CACHE_LOOKUPS = Counter(
     "nonroot_mutator_cache_lookups_total",
-    "Cache lookups by cache (tag, image, layer, access, decision) and result (hit, miss, coalesced).",
+    "Cache lookups by cache (tag, image, layer, access, decision) and result (hit, miss, coalesced); "
+    "a Pod answered from the decision cache skips the tag and image caches while its decision is trusted.",
     ["cache", "result"],
 )
 CACHE_ENTRIES = Gauge(
@@ -82,7 +83,8 @@ LAYER_BYTES = Counter(
 
 WARMUP_IMAGES = Gauge(
     "nonroot_mutator_warmup_images",
-    "Warm-up progress: images found in stored Pods (total), resolved (done), failed.",
+    "Warm-up progress: images found in stored Pods (total), answered for every Pod that runs them "
+    "(done), not answered for at least one (failed).",
     ["state"],
 )
 EVENT_LOOP_LAG = Gauge(

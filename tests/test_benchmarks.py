@@ -34,3 +34,16 @@ def test_the_benchmark_smoke_run_prints_and_writes_every_figure(tmp_path):
     # without the generated client they cost a fraction of what it does
     clustered, generated = figures["memory_cache_cluster"], figures["memory_cache_cluster_generated"]
     assert generated["baseline"] - clustered["baseline"] > 20, (generated, clustered)
+
+
+def test_a_warm_admission_passes_through_five_files_each_once(registry):
+    """The warm path as a reader follows it: drain → server → pipeline → memo → log line, and back.
+
+    Traced in the real server (a real registry, the image cached, the Pod in the memo): a call
+    into any other file (the resolver, the decision rules) means the warm path grew again.
+    """
+    from benchmarks.profile_warm import trace_files
+
+    visits = trace_files(registry)
+    assert [name for name, _ in visits] == [
+        "serve/drain.py", "serve/server.py", "serve/pipeline.py", "serve/memo.py", "logs.py"], visits

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mutator import metrics
 from mutator.decide import admission, policy
 from mutator.decide.evidence import ANNOTATION
 from mutator.decide.images import ImageFailure, ImageUser, Resolution
@@ -37,9 +38,14 @@ GHOST = ImageUser("img/ghost:1", "img/ghost:1", "sha256:" + "3" * 64, "ghost", u
 class Table:
     """Answers each image from a table, the same object every time, as a warm cache does."""
 
-    def __init__(self, answers: dict[str, Resolution]) -> None:
+    def __init__(self, answers: dict[str, Resolution], *, public: bool = False) -> None:
         self.answers = answers
         self.calls = 0
+        self.public = public  # False: as for private images, every replica's answers are checked
+        self.epoch = 0
+
+    def reusable(self, answers: Any) -> bool:
+        return self.public
 
     async def resolve(self, images: Any, *, deadline: float, pull: Any = None) -> dict[str, Resolution]:
         self.calls += 1
@@ -64,8 +70,7 @@ def pod(*, uid: str = "u-1", image: str = "img/named:1", mode_namespace: str = "
 
 async def answer(body: bytes, *, mode: Mode, resolver: Any, store: Memo | None) -> pipeline.Outcome:
     """What ``/mutate/{mode}`` does with a body: the memo first, else the full path."""
-    deadline = asyncio.get_running_loop().time() + 5
-    return await pipeline.admit(body, mode=mode, resolver=resolver, deadline=deadline, memo=store)
+    return await pipeline.admit(body, mode=mode, resolver=resolver, api_timeout=5, memo=store)
 
 
 def without_uid(document: dict[str, Any]) -> dict[str, Any]:
@@ -94,6 +99,63 @@ async def test_the_replicas_of_a_rollout_are_decided_once_and_answered_alike(mon
     assert all(without_uid(o.response) == first for o in outcomes[1:])
     assert admission.patch_of(outcomes[4].response) == admission.patch_of(outcomes[0].response)
     assert outcomes[4].found == outcomes[0].found and outcomes[4].result == "patched"
+
+
+class Clock:
+    """The memo's clock, moved by the test: trust is timed without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def decision_hits() -> float:
+    return metrics.CACHE_LOOKUPS.labels("decision", "hit")._value.get()
+
+
+async def test_replicas_of_public_images_are_answered_without_the_resolver_for_a_while():
+    clock = Clock()
+    store, resolver = Memo(clock=clock), Table(TABLE, public=True)
+    first = await answer(body_of(pod(uid="r-0")), mode=Mode.ENFORCE, resolver=resolver, store=store)
+    hits = decision_hits()
+    clock.now += memo.CONFIRM_SECONDS / 2
+    replicas = [await answer(body_of(pod(uid=f"r-{i}")), mode=Mode.ENFORCE, resolver=resolver, store=store)
+                for i in range(1, 4)]
+    assert resolver.calls == 1 and decision_hits() == hits + 3
+    assert all(without_uid(r.response) == without_uid(first.response) for r in replicas)
+    assert [r.review.uid for r in replicas] == ["r-1", "r-2", "r-3"] and replicas[0].result == "patched"
+
+    clock.now += memo.CONFIRM_SECONDS  # past the trust: the resolver is asked, and confirms
+    await answer(body_of(pod(uid="r-4")), mode=Mode.ENFORCE, resolver=resolver, store=store)
+    assert resolver.calls == 2
+    clock.now += memo.CONFIRM_SECONDS / 2  # trusted anew from the confirmation
+    await answer(body_of(pod(uid="r-5")), mode=Mode.ENFORCE, resolver=resolver, store=store)
+    assert resolver.calls == 2
+
+
+async def test_a_public_answer_past_its_trust_that_changed_is_decided_again():
+    clock = Clock()
+    store, resolver = Memo(clock=clock), Table(dict(TABLE), public=True)
+    await answer(body_of(pod(uid="a")), mode=Mode.ENFORCE, resolver=resolver, store=store)
+    resolver.answers["img/named:1"] = ImageUser("img/named:1", "img/named:1", "sha256:" + "4" * 64, "app",
+                                                4000, 4000)
+    trusted = await answer(body_of(pod(uid="b")), mode=Mode.ENFORCE, resolver=resolver, store=store)
+    assert admission.patch_of(trusted.response)[0]["value"]["runAsUser"] == 1000  # within the trust
+    clock.now += memo.CONFIRM_SECONDS
+    again = await answer(body_of(pod(uid="c")), mode=Mode.ENFORCE, resolver=resolver, store=store)
+    assert admission.patch_of(again.response)[0]["value"]["runAsUser"] == 4000
+
+
+async def test_a_new_resolver_epoch_ends_the_trust_at_once():
+    store, resolver = Memo(clock=Clock()), Table(TABLE, public=True)
+    await answer(body_of(pod(uid="a")), mode=Mode.ENFORCE, resolver=resolver, store=store)
+    await answer(body_of(pod(uid="b")), mode=Mode.ENFORCE, resolver=resolver, store=store)
+    assert resolver.calls == 1
+    resolver.epoch += 1  # what Resolver.clear() does
+    await answer(body_of(pod(uid="c")), mode=Mode.ENFORCE, resolver=resolver, store=store)
+    assert resolver.calls == 2
 
 
 async def test_a_different_answer_from_the_resolver_is_decided_again():
@@ -157,7 +219,7 @@ def test_what_every_request_has_of_its_own_shares_an_entry():
     first = memo.envelope(body_of(document), Mode.ENFORCE)
     second = memo.envelope(body_of(other), Mode.ENFORCE)
     assert first is not None and second is not None and first.key == second.key
-    assert (first.review.uid, second.review.uid, second.review.dry_run) == ("one", "two", True)
+    assert (first.uid, second.uid, second.dry_run) == ("one", "two", True)
 
 
 @pytest.mark.parametrize("change", [
@@ -192,17 +254,32 @@ def test_a_body_that_is_not_a_review_is_left_to_the_full_path(junk):
 
 
 @pytest.mark.parametrize("path", sorted(ADMISSION.glob("*.json")), ids=lambda p: p.stem)
-def test_the_envelope_reads_what_the_full_decode_reads(path):
-    """On every review a real API server sent: the same uid, names and flags, or not kept at all."""
+async def test_a_replica_is_logged_as_the_full_decode_reads_it(path):
+    """On every review a real API server sent: a replica answered from the memo carries the same
+    uid, names and flags as decoding it in full gives, or the review is not kept at all."""
     body = path.read_bytes()
     seen = memo.envelope(body, Mode.ENFORCE)
     full = admission.decode(body)
     if seen is None:
         assert (full.operation, full.sub_resource) != ("CREATE", "")
         return
-    assert (seen.review.uid, seen.review.namespace, seen.review.name, seen.review.dry_run,
-            seen.review.operation, seen.review.kind) == (
-        full.uid, full.namespace, full.name, full.dry_run, full.operation, full.kind)
+    assert (seen.uid, seen.dry_run) == (full.uid, full.dry_run)
+    document = json.loads(body)
+    first = body_of(document)  # the replica differs from it in its uid alone, byte for byte
+    document["request"]["uid"] = "replica"
+    replica = body_of(document)
+    target = admission.target(full)
+    images = policy.images_to_resolve(target) if target is not None else []
+    named = {image: ImageUser(image, image, "sha256:" + "5" * 64, "app", 1000, 1000) for image in images}
+    store, resolver = Memo(), Table(named, public=True)
+    await answer(first, mode=Mode.ENFORCE, resolver=resolver, store=store)
+    calls = resolver.calls
+    outcome = await answer(replica, mode=Mode.ENFORCE, resolver=resolver, store=store)
+    shown = admission.decode(replica)
+    assert len(store) == 1 and resolver.calls == calls  # kept, and the replica answered from the memo
+    assert (outcome.review.uid, outcome.review.namespace, outcome.review.name, outcome.review.dry_run,
+            outcome.review.operation, outcome.review.kind) == (
+        shown.uid, shown.namespace, shown.name, shown.dry_run, shown.operation, shown.kind)
 
 
 CONTAINER = st.fixed_dictionaries(
@@ -250,3 +327,18 @@ def test_an_answer_from_the_memo_is_the_answer_a_fresh_decision_gives(containers
             **fresh.response["response"], "uid": "second"}})
 
     asyncio.run(run())
+
+
+async def test_the_memo_is_bounded_and_keeps_the_most_recently_used():
+    store, resolver = Memo(maxsize=2), Table(TABLE)
+    keys = []
+    for name in ("a", "b", "c"):
+        document = pod(uid=name)
+        document["request"]["object"]["metadata"]["generateName"] = f"{name}-"
+        keys.append(memo.envelope(body_of(document), Mode.ENFORCE))
+        await answer(body_of(document), mode=Mode.ENFORCE, resolver=resolver, store=store)
+        if name == "b":
+            assert store.get(keys[0].key) is not None  # a is used again: b is now the oldest
+    assert len(store) == 2
+    assert store.get(keys[0].key) is not None and store.get(keys[2].key) is not None
+    assert store.get(keys[1].key) is None

@@ -7,6 +7,7 @@ loopback registry, so every answer is decided from a real registry.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import time
 from collections.abc import Iterator
@@ -204,12 +205,17 @@ def test_metrics_count_admissions_and_cache(http, webhook, images):
                            {"docker.io/library/memcached:1.6": images["name-gid"]})
 
     hit = 'nonroot_mutator_cache_lookups_total{cache="image",result="hit"}'
+    decision = 'nonroot_mutator_cache_lookups_total{cache="decision",result="hit"}'
     patched = 'nonroot_mutator_admissions_total{mode="enforce",result="patched"}'
     answer(http, webhook, "enforce", document)
-    before = {name: webhook.metric(name) for name in (hit, patched)}
-    answer(http, webhook, "enforce", document)
-    assert webhook.metric(hit) == before[hit] + 1
-    assert webhook.metric(patched) == before[patched] + 1
+    before = {name: webhook.metric(name) for name in (hit, decision, patched)}
+    other = copy.deepcopy(document)  # another Pod of the same image: decided, from the image cache
+    other["request"]["name"] = other["request"]["object"]["metadata"]["name"] = "other"
+    answer(http, webhook, "enforce", other)
+    assert webhook.metric(hit) == before[hit] + 1 and webhook.metric(decision) == before[decision]
+    answer(http, webhook, "enforce", other)  # its replica: answered from the decisions memo
+    assert webhook.metric(hit) == before[hit] + 1 and webhook.metric(decision) == before[decision] + 1
+    assert webhook.metric(patched) == before[patched] + 2
     assert webhook.metric("nonroot_mutator_admission_duration_seconds_count") >= 2
 
 

@@ -42,6 +42,8 @@ class Mode(StrEnum):
 
 # What the policy makes of one container; the first three are refusals in enforce mode.
 Outcome = Literal["patch", "skip", "root", "unresolvable", "unavailable"]
+# What an admission is counted and logged as: "error" when deciding failed on a bug.
+Result = Literal["allowed", "patched", "refused", "error"]
 PROBLEMS: tuple[Outcome, ...] = ("root", "unresolvable", "unavailable")
 
 

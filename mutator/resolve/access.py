@@ -127,7 +127,7 @@ class AccessGate:
         temporary failure for this Pod and goes on to fill the check cache for its retry.
         """
         unproved = [image for image, result in results.items()
-                    if isinstance(result, ImageUser) and not self._public(result)]
+                    if isinstance(result, ImageUser) and not self.public(result)]
         if not unproved:  # the warm path for public images: no await, no copy beyond this one
             return dict(results)
         screened = dict(results)
@@ -163,7 +163,9 @@ class AccessGate:
             return None
         return grant
 
-    def _public(self, result: ImageUser) -> bool:
+    def public(self, result: ImageUser) -> bool:
+        """True when a lookup of *result*'s repository without credentials succeeded, and that is
+        still on record: every Pod may be given the answer, no check is made for it."""
         try:
             grant = self._grant(_repository(result.reference))
         except InvalidReference:

@@ -111,6 +111,9 @@ class Resolver:
         # Images the command line named as an OCI layout or docker save archive, opened by it.
         # Only a command fills this: an image name in a Pod never makes the server read a file.
         self.local: dict[str, LocalImages] = {}
+        # Bumped when every answer given so far is to be forgotten (clear()): whoever keeps
+        # answers of its own (the decisions memo) reads it, to stop trusting them at once.
+        self.epoch = 0
 
     @property
     def lookup_timeout(self) -> float:
@@ -119,7 +122,8 @@ class Resolver:
         return self._lookup_timeout
 
     def clear(self) -> None:
-        """Forget every cached answer (lookups in flight go on)."""
+        """Forget every cached answer (lookups in flight go on), and start a new :attr:`epoch`."""
+        self.epoch += 1
         self.tags.clear()
         self.users.clear()
         self._pinned.clear()
@@ -138,6 +142,12 @@ class Resolver:
             # the same content under another name: answer in that name's terms
             found = dataclasses.replace(found, image=image, reference=ref)
         return found
+
+    def reusable(self, answers: Iterable[Resolution]) -> bool:
+        """True when every answer may be given to any Pod again without asking: each an image's
+        user, read from a public repository (no Pod's credentials stand between it and a caller)."""
+        return all(isinstance(a, ImageUser) and a.image not in self.local and self.access.public(a)
+                   for a in answers)
 
     def peek(self, image: str) -> Resolution | None:
         """What *image* is cached as, uncounted: for logs, which must not move the hit ratio."""

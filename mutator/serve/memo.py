@@ -11,6 +11,14 @@ value, so a tag re-read after its TTL, an evicted image, or an access check that
 now refuses is a new object and the Pod is decided again. Nothing that can
 change is trusted; only the work of deciding the same thing twice is saved.
 
+How often that comparison is made (:meth:`Memo.trusted`): for an answer that
+rests on a per-Pod credential check (a private image), on every Pod. For one
+every Pod may read (public images), at most once per :data:`CONFIRM_SECONDS`:
+in between, a replica is answered without asking the resolver at all, so a
+re-pushed public tag is noticed at most that long after its TTL ends, and
+``Resolver.clear()`` (a new epoch) ends the trust at once. Those replicas do not
+count as tag or image cache hits: they are counted as ``decision`` hits.
+
 The key is read from the raw request in one typed pass (:func:`envelope`) that
 keeps the spec and annotations as the bytes they arrived as, unparsed: a
 repeated Pod costs a scan of its review, not a parse of it, then a dictionary
@@ -21,22 +29,27 @@ it and says what is wrong.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+import dataclasses
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import orjson
-from cachetools import LRUCache
 
 from mutator import logs, metrics
-from mutator.decide.admission import API_VERSION, KIND, PODS, AdmissionReviewDoc, Review, shown_name
+from mutator.decide.admission import API_VERSION, KIND, PODS, AdmissionReviewDoc, Review
 from mutator.decide.findings import Finding
 from mutator.decide.images import ImageUser, Resolution
-from mutator.decide.policy import Decision, Mode
+from mutator.decide.policy import Decision, Mode, Result
 from mutator.resolve.registry.authn.credentials import PullContext
 
 DEFAULT_ENTRIES = 256  # distinct Pod specs decided recently; each key holds its spec (a few KB)
+# How long a decision on public images is reused without asking the resolver again: short next to
+# any tag TTL, long next to a rollout's Pods, which then cost no resolver work at all.
+CONFIRM_SECONDS = 1.0
 _ABSENT = msgspec.Raw()
 
 
@@ -83,9 +96,14 @@ _DECODER = msgspec.json.Decoder(_Envelope)
 
 @dataclass(frozen=True, slots=True)
 class Seen:
-    """A Pod CREATE as the memo sees it: the review for the log line, and the key of its decision."""
+    """A Pod CREATE as the memo sees it: the request's own fields, and the key of its decision.
 
-    review: Review
+    The Pod's name is in the key as the request gives it (name, generateName);
+    the name shown in logs comes with the decision (:meth:`Decided.review`).
+    """
+
+    uid: str
+    dry_run: bool
     key: Hashable
 
 
@@ -108,12 +126,10 @@ def envelope(body: bytes, mode: Mode) -> Seen | None:
             or obj is None or obj.spec is _ABSENT or bytes(request.oldObject) not in (b"", b"null")):
         return None
     metadata = obj.metadata
-    name = shown_name(request.name, metadata.generateName if metadata is not None else None)
-    namespace = request.namespace or ""
-    review = Review(uid=request.uid, operation="CREATE", kind="Pod", resource="pods", sub_resource="",
-                    namespace=namespace, name=name, object=None, old_object=None, dry_run=request.dryRun)
+    generated = metadata.generateName if metadata is not None else None
     annotations = bytes(metadata.annotations) if metadata is not None else None
-    return Seen(review, (mode, namespace, name, annotations, bytes(obj.spec)))
+    return Seen(request.uid, request.dryRun,
+                (mode, request.namespace or "", request.name, generated, annotations, bytes(obj.spec)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +147,11 @@ class Decided:
     tail: bytes
     line: logs.AdmissionLine | None  # None: a plain allow, which logs nothing
     counters: tuple[Any, ...]  # the containers' counters, bound to the mode and each outcome
+    result: Result  # what the admission is counted as (never "error": failures are not kept)
+    namespace: str  # the Pod's, and its name as logs show it, for the replicas' reviews
+    name: str
+    epoch: int  # the resolver's epoch when the answers were read: see Memo.trusted
+    until: float  # reused without asking the resolver until then (the memo's clock); 0: never
 
     def still_holds(self, resolutions: Mapping[str, Resolution]) -> bool:
         """True when the resolver gave exactly the answers this decision was made on."""
@@ -140,6 +161,12 @@ class Decided:
     def answer(self, uid: str) -> bytes:
         """The answer's JSON for the request *uid*: the first request's, with *uid* in."""
         return self.head + orjson.dumps(uid) + self.tail
+
+    def review(self, seen: Seen) -> Review:
+        """The review of *seen*, a replica of this decision's Pod, as the log line takes it."""
+        return Review(uid=seen.uid, operation="CREATE", kind="Pod", resource="pods", sub_resource="",
+                      namespace=self.namespace, name=self.name, object=None, old_object=None,
+                      dry_run=seen.dry_run)
 
 
 def encoded(response: AdmissionReviewDoc) -> tuple[bytes, bytes]:
@@ -159,8 +186,13 @@ class Memo:
     one decided afresh (a new spec, or one whose images now answer differently).
     """
 
-    def __init__(self, *, maxsize: int = DEFAULT_ENTRIES) -> None:
-        self._entries: LRUCache[Hashable, Decided] = LRUCache(maxsize=maxsize)
+    def __init__(self, *, maxsize: int = DEFAULT_ENTRIES,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        # An OrderedDict, least recently used first: a hit is two C calls, where a cachetools
+        # LRUCache's get() is four Python ones, and this is the path every replica takes.
+        self._entries: OrderedDict[Hashable, Decided] = OrderedDict()
+        self._maxsize = maxsize
+        self.clock = clock
         self._hits = metrics.CACHE_LOOKUPS.labels("decision", "hit")
         self._misses = metrics.CACHE_LOOKUPS.labels("decision", "miss")
         self._size = metrics.CACHE_ENTRIES.labels("decision")
@@ -169,14 +201,41 @@ class Memo:
         return len(self._entries)
 
     def get(self, key: Hashable) -> Decided | None:
-        return self._entries.get(key)
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)
+        return found
 
     def hit(self) -> None:
         self._hits.inc()
+
+    def trusted(self, decided: Decided, *, epoch: int) -> bool:
+        """True when *decided* may answer without the resolver being asked: its answers were read
+        in the resolver's current *epoch*, less than :data:`CONFIRM_SECONDS` ago, and rest on no
+        per-Pod credential check (see the module docstring)."""
+        return decided.epoch == epoch and self.clock() < decided.until
+
+    def trust_until(self, *, reusable: bool) -> float:
+        """Until when a decision read now may answer without the resolver (see :meth:`trusted`):
+        :data:`CONFIRM_SECONDS` from now if its answers are *reusable* by every Pod, else never."""
+        return self.clock() + CONFIRM_SECONDS if reusable else 0.0
+
+    def confirmed(self, key: Hashable, decided: Decided, *, epoch: int, reusable: bool) -> Decided:
+        """*decided*, the resolver having just given the same answers again (in *epoch*): trusted
+        anew for another :data:`CONFIRM_SECONDS` when *reusable*."""
+        if not reusable:
+            return decided
+        renewed = dataclasses.replace(decided, epoch=epoch, until=self.trust_until(reusable=True))
+        if key in self._entries:
+            self._entries[key] = renewed
+        return renewed
 
     def keep(self, key: Hashable, decided: Decided) -> None:
         """Keep *decided* if every answer it rests on is a definite one (failures are never reused)."""
         self._misses.inc()
         if all(isinstance(r, ImageUser) for r in decided.resolutions):
             self._entries[key] = decided
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._maxsize:
+                self._entries.popitem(last=False)
             self._size.set(len(self._entries))

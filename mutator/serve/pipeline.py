@@ -18,7 +18,7 @@ import functools
 import logging
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
@@ -27,7 +27,7 @@ from mutator.decide import admission, evidence, findings, policy
 from mutator.decide.admission import AdmissionReviewDoc, Review
 from mutator.decide.findings import Finding
 from mutator.decide.images import ImageFailure, Resolution
-from mutator.decide.policy import Decision, Mode
+from mutator.decide.policy import Decision, Mode, Result
 from mutator.errors import BadReview
 from mutator.resolve.registry.authn.credentials import PullContext
 from mutator.resolve.resolver import Resolver
@@ -35,51 +35,64 @@ from mutator.serve.memo import Decided, Memo, Seen, encoded, envelope
 
 log = logging.getLogger(__name__)
 
-Result = Literal["allowed", "patched", "refused", "error"]
 UNREADABLE = "request could not be read (internal error, logged)"
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    """One admission's answer, ready to send: its JSON, what it is counted as, its log line.
+
+    Plain fields, all made where the answer is (a memo hit copies them from the
+    decision): the server reads them without calling back into the pipeline.
+    """
+
     review: Review
     decision: Decision | None  # None: the request was not ours to change (or deciding failed)
-    answer: AdmissionReviewDoc | Decided  # the document, or the memo's decision, which holds its JSON
+    body: bytes  # the answer's JSON, as the server sends it
+    result: Result
     found: tuple[Finding, ...] = ()  # per container, for the log line
-    failed: bool = False  # deciding failed on a bug: *response* is the mode's failure policy
+    failed: bool = False  # deciding failed on a bug: *body* is the mode's failure policy
     line: logs.AdmissionLine | None = None  # what to log; None for a plain allow
 
     @property
-    def body(self) -> bytes:
-        """The answer's JSON, as the server sends it (a memo hit's was encoded when it was decided)."""
-        answer = self.answer
-        return answer.answer(self.review.uid) if isinstance(answer, Decided) else orjson.dumps(answer)
-
-    @property
     def response(self) -> AdmissionReviewDoc:
-        answer = self.answer
-        return orjson.loads(self.body) if isinstance(answer, Decided) else answer
-
-    @property
-    def result(self) -> Result:
-        if self.failed:
-            return "error"
-        if self.decision is None:
-            return "allowed"
-        if not self.decision.allowed:
-            return "refused"
-        return "patched" if self.decision.patch else "allowed"
+        """The answer as a document (for the commands and tests that read it)."""
+        document: AdmissionReviewDoc = orjson.loads(self.body)
+        return document
 
 
-async def admit(body: bytes, *, mode: Mode, resolver: Resolver, deadline: float,
+def _outcome(review: Review, decision: Decision | None, response: AdmissionReviewDoc, *,
+             found: tuple[Finding, ...] = (), failed: bool = False,
+             line: logs.AdmissionLine | None = None) -> Outcome:
+    return Outcome(review, decision, orjson.dumps(response), _result(decision, failed=failed),
+                   found, failed, line)
+
+
+def _result(decision: Decision | None, *, failed: bool = False) -> Result:
+    if failed:
+        return "error"
+    if decision is None:
+        return "allowed"
+    if not decision.allowed:
+        return "refused"
+    return "patched" if decision.patch else "allowed"
+
+
+async def admit(body: bytes, *, mode: Mode, resolver: Resolver, api_timeout: float,
                 memo: Memo | None = None) -> Outcome:
     """The answer to the body of a ``/mutate/{mode}`` request: the one path every Pod takes.
 
-    With *memo*, a Pod decided before is answered from it (:func:`answer_known`);
-    otherwise the body is decoded and decided (:func:`handle`), and the decision
-    kept for the Pods that repeat it. Raises :class:`BadReview` when the review
-    cannot be read (an HTTP 400: the request is wrong, or unreadable through a
-    bug, logged); a bug while deciding is logged and answered by the mode's
-    failure policy (``Outcome.failed``), never raised.
+    *api_timeout* is the seconds the API server waits (see :func:`deadline_for`). With
+    *memo*, a Pod decided before is answered from it, without the resolver while
+    the memo trusts it (:meth:`Memo.trusted`), else once the resolver confirms
+    the answers it was decided on (:func:`_confirmed`); any other Pod is decoded
+    and decided (:func:`handle`), and the decision kept for the Pods that repeat
+    it. Raises :class:`BadReview` when the review cannot be read (an HTTP 400: the
+    request is wrong, or unreadable through a bug, logged); a bug while deciding
+    is logged and answered by the mode's failure policy (``Outcome.failed``),
+    never raised.
+
+    The memo hit is written inline, calling only the memo: it is the warm path.
     """
     seen: Seen | None = None
     if memo is not None:
@@ -89,10 +102,19 @@ async def admit(body: bytes, *, mode: Mode, resolver: Resolver, deadline: float,
             log.exception("internal error deciding on review uid=?")
             metrics.ADMISSIONS.labels(mode, "error").inc()
             raise BadReview(UNREADABLE) from None
-    review = seen.review if seen is not None else None
+        if seen is not None:
+            known = memo.get(seen.key)
+            if known is not None and memo.trusted(known, epoch=resolver.epoch):
+                memo.hit()
+                for counter in known.counters:
+                    counter.inc()
+                return Outcome(known.review(seen), known.decision, known.answer(seen.uid),
+                               known.result, known.found, False, known.line)
+    review: Review | None = None
     try:
+        deadline = deadline_for(api_timeout)
         if seen is not None and memo is not None:
-            known = await answer_known(seen, mode=mode, resolver=resolver, memo=memo, deadline=deadline)
+            known = await _confirmed(seen, resolver=resolver, memo=memo, deadline=deadline)
             if known is not None:
                 return known
         review = _read(body)
@@ -101,11 +123,12 @@ async def admit(body: bytes, *, mode: Mode, resolver: Resolver, deadline: float,
     except BadReview:
         raise
     except Exception:  # a bug: logged in full, answered by the mode's failure policy
-        log.exception("internal error deciding on review uid=%s", review.uid if review is not None else "?")
+        uid = review.uid if review is not None else seen.uid if seen is not None else "?"
+        log.exception("internal error deciding on review uid=%s", uid)
         metrics.ADMISSIONS.labels(mode, "error").inc()
         if review is None:
             raise BadReview(UNREADABLE) from None
-        return Outcome(review, None, internal_error(review, mode=mode), failed=True)
+        return _outcome(review, None, internal_error(review, mode=mode), failed=True)
 
 
 def _read(body: bytes) -> Review:
@@ -119,8 +142,7 @@ def _read(body: bytes) -> Review:
         raise BadReview(UNREADABLE) from None
 
 
-async def answer_known(seen: Seen, *, mode: Mode, resolver: Resolver, memo: Memo,
-                       deadline: float) -> Outcome | None:
+async def _confirmed(seen: Seen, *, resolver: Resolver, memo: Memo, deadline: float) -> Outcome | None:
     """The answer to a Pod decided before, if the resolver still gives the answers it was decided on.
 
     ``None``: decide it with :func:`handle`. The resolver is asked as for any Pod
@@ -130,14 +152,17 @@ async def answer_known(seen: Seen, *, mode: Mode, resolver: Resolver, memo: Memo
     known = memo.get(seen.key)
     if known is None:
         return None
+    epoch = resolver.epoch  # before the answers are read: a clear() meanwhile is a new epoch
     resolutions = (await resolver.resolve(known.images, deadline=deadline, pull=known.pull)
                    if known.images else {})
     if not known.still_holds(resolutions):
         return None
+    known = memo.confirmed(seen.key, known, epoch=epoch, reusable=resolver.reusable(known.resolutions))
     memo.hit()
     for counter in known.counters:
         counter.inc()
-    return Outcome(seen.review, known.decision, known, known.found, line=known.line)
+    return Outcome(known.review(seen), known.decision, known.answer(seen.uid),
+                   known.result, known.found, False, known.line)
 
 
 async def handle(review: Review, *, mode: Mode, resolver: Resolver, deadline: float,
@@ -152,8 +177,9 @@ async def handle(review: Review, *, mode: Mode, resolver: Resolver, deadline: fl
     target = admission.target(review)
     if target is None or not target.containers:
         notes = evidence.audit_annotations([], mode=mode.value, result="untouched")
-        return Outcome(review, None, admission.respond(review.uid, allowed=True, audit_annotations=notes))
+        return _outcome(review, None, admission.respond(review.uid, allowed=True, audit_annotations=notes))
     pull = pull_context(review)
+    epoch = resolver.epoch  # before the answers are read: a clear() meanwhile is a new epoch
     judged = await resolve_and_decide(target, mode=mode, resolver=resolver, deadline=deadline, pull=pull)
     images, resolutions, decision, found = judged.images, judged.resolutions, judged.decision, judged.found
     if any(isinstance(r, ImageFailure) and r.past_deadline for r in resolutions.values()):
@@ -166,7 +192,7 @@ async def handle(review: Review, *, mode: Mode, resolver: Resolver, deadline: fl
         # Only a Pod CREATE stores metadata we may add to; subresource updates ignore it.
         metadata = (review.object or {}).get("metadata")
         patch += evidence.annotation_ops(metadata, [f for f in found if f.outcome == "patch"])
-    result = "refused" if not decision.allowed else "patched" if patch else "allowed"
+    result = _result(decision)
     response = admission.respond(
         review.uid,
         allowed=decision.allowed,
@@ -177,11 +203,14 @@ async def handle(review: Review, *, mode: Mode, resolver: Resolver, deadline: fl
     )
     line = logs.admission_line(review=review, mode=mode.value, result=result, allowed=decision.allowed,
                                message=decision.message, warnings=decision.warnings, found=found)
+    outcome = _outcome(review, decision, response, found=found, line=line)
     if memo is not None and key is not None:
         head, tail = encoded(response)
-        memo.keep(key, Decided(images, pull, tuple(resolutions[i] for i in images), decision, found,
-                               head, tail, line, counters))
-    return Outcome(review, decision, response, found, line=line)
+        answers = tuple(resolutions[i] for i in images)
+        memo.keep(key, Decided(images, pull, answers, decision, found, head, tail, line, counters,
+                               outcome.result, review.namespace, review.name, epoch,
+                               memo.trust_until(reusable=resolver.reusable(answers))))
+    return outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +261,8 @@ def pull_context(review: Review) -> PullContext:
 def pod_pull_context(spec: Any, *, namespace: str) -> PullContext:
     """The pull credentials a pod spec names (a Pod's, or a workload's template), in *namespace*.
 
-    Shared by the Pod routes and the workload warnings, so that a Deployment is told
+    Shared by the Pod routes, the workload warnings, ``mutator report`` and the
+    warm-up, so that a Deployment is told, a report shows and the warm-up reads
     exactly what its Pods will meet: the same secrets, the same ServiceAccount.
     """
     if not isinstance(spec, Mapping):

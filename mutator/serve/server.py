@@ -94,19 +94,19 @@ def _counted(mode: Mode, result: str) -> tuple[Any, Any]:
 
 async def mutate(request: web.Request) -> web.Response:
     started = time.perf_counter()
-    mode, deadline = _mode_and_deadline(request, request.match_info["mode"], budget=MAX_ADMISSION_TIMEOUT)
+    mode, timeout = _mode_and_timeout(request, request.match_info["mode"], budget=MAX_ADMISSION_TIMEOUT)
     body = await _read_body(request, mode)
     if isinstance(body, web.Response):
         return body
     try:
-        outcome = await pipeline.admit(body, mode=mode, resolver=request.app[RESOLVER], deadline=deadline,
+        outcome = await pipeline.admit(body, mode=mode, resolver=request.app[RESOLVER], api_timeout=timeout,
                                       memo=request.app[MEMO])
     except BadReview as exc:
         return _bad_request(request, str(exc), mode)
-    if outcome.failed:  # counted and logged where it failed; the mode's failure policy answers
-        return web.json_response(outcome.response)
-
     answer = outcome.body
+    if outcome.failed:  # counted and logged where it failed; the mode's failure policy answers
+        return web.Response(body=answer, content_type="application/json")
+
     elapsed = time.perf_counter() - started
     count, seconds = _counted(mode, outcome.result)
     count.inc()
@@ -116,16 +116,17 @@ async def mutate(request: web.Request) -> web.Response:
     return web.Response(body=answer, content_type="application/json")
 
 
-def _mode_and_deadline(request: web.Request, name: str, *, budget: float) -> tuple[Mode, float]:
-    """The mode the path names (404 for another) and when to answer by: the API server's
-    ``?timeout=`` (else the configured default), at most *budget* seconds, less a margin."""
+def _mode_and_timeout(request: web.Request, name: str, *, budget: float) -> tuple[Mode, float]:
+    """The mode the path names (404 for another) and how long the API server waits: its
+    ``?timeout=`` (else the configured default), at most *budget* seconds. The deadline is made
+    from it only where an answer is not ready (see :func:`mutator.serve.pipeline.deadline_for`)."""
     mode = _MODES.get(name)
     if mode is None:
         raise web.HTTPNotFound(text="modes are enforce, warn and audit")
     timeout = _query_timeout(request.rel_url.raw_query_string)
     if timeout is None:
         timeout = request.app[CONFIG].default_admission_timeout_seconds
-    return mode, pipeline.deadline_for(min(timeout, budget), loop=request.app[LOOP])
+    return mode, min(timeout, budget)
 
 
 async def _read_review(request: web.Request, label: str, *,
@@ -172,8 +173,9 @@ def _decode(request: web.Request, body: bytes, label: str, *,
 
 async def warn_workloads(request: web.Request) -> web.Response:
     """Warnings only, for workloads: see :mod:`mutator.serve.workload_warnings`."""
-    mode, deadline = _mode_and_deadline(request, request.match_info.get("mode", Mode.ENFORCE.value),
-                                        budget=workload_warnings.BUDGET_SECONDS)
+    mode, timeout = _mode_and_timeout(request, request.match_info.get("mode", Mode.ENFORCE.value),
+                                      budget=workload_warnings.BUDGET_SECONDS)
+    deadline = pipeline.deadline_for(timeout, loop=request.app[LOOP])
     label = f"workloads-{mode}"
     review = await _read_review(request, label, resources=workloads.RESOURCES)
     if isinstance(review, web.Response):

@@ -137,6 +137,22 @@ async def test_a_public_image_costs_no_access_check(token_registry, resolver_for
     assert _access("miss") + _access("hit") + _access("coalesced") == checks
 
 
+async def test_only_answers_from_a_public_repository_are_reusable_by_every_pod(token_registry, resolver_for):
+    """What the decisions memo may reuse without asking again: a private image's answer is checked
+    per Pod (its credentials), a public one is given to all."""
+    resolver = resolver_for(token_registry.config, _sources(token_registry.server.host))
+    public = await _resolve(resolver, token_registry.public, "team-b")
+    private = await _resolve(resolver, token_registry.private, "team-a")
+    assert isinstance(public, ImageUser) and isinstance(private, ImageUser)
+    assert resolver.reusable([public]) and not resolver.reusable([private])
+    assert not resolver.reusable([public, private])
+    failure = await _resolve(resolver, token_registry.private, "team-d")
+    assert isinstance(failure, ImageFailure) and not resolver.reusable([failure])
+    epoch = resolver.epoch
+    resolver.clear()
+    assert resolver.epoch == epoch + 1  # the memo stops trusting what it kept at once
+
+
 async def test_concurrent_checks_of_one_repository_make_one_request(basic_registry, resolver_for, sent):
     resolver = resolver_for(basic_registry.config, _sources(basic_registry.server.host))
     image = basic_registry.private
