@@ -1,7 +1,7 @@
 """Rules that several paths rely on, each written once: pinned here through every path that uses them.
 
 A Pod without a name is shown by its ``generateName`` and ``*`` (the decoded
-review, the decisions memo's key and a workload's label all say the same); a
+review, a replica the decisions memo answers and a workload's label all say the same); a
 container's securityContext setting wins over the Pod's; and the outcomes that
 refuse a Pod in enforce mode are the ones a finding calls problems.
 """
@@ -16,7 +16,7 @@ import pytest
 from mutator.decide import admission, findings, policy, workloads
 from mutator.decide.images import ImageFailure, ImageUser
 from mutator.decide.policy import Mode
-from mutator.serve import memo
+from mutator.serve import memo, pipeline
 from tests.support.fixtures import review
 
 
@@ -28,12 +28,29 @@ def _unnamed_pod() -> dict[str, typing.Any]:
     return document
 
 
-def test_a_pod_without_a_name_is_shown_by_its_generate_name_on_every_path():
+class _Public:
+    """Every image a named user of a public repository: what the memo may reuse."""
+
+    epoch = 0
+
+    async def resolve(self, images: typing.Any, **_: typing.Any) -> dict[str, ImageUser]:
+        return {i: ImageUser(i, i, "sha256:" + "6" * 64, "app", 1000, 1000) for i in images}
+
+    def reusable(self, answers: typing.Any) -> bool:
+        return True
+
+
+async def test_a_pod_without_a_name_is_shown_by_its_generate_name_on_every_path():
     document = _unnamed_pod()
     body = json.dumps(document).encode()
     assert admission.decode(body).name == "web-7d9f-*"
-    seen = memo.envelope(body, Mode.ENFORCE)
-    assert seen is not None and seen.review.name == "web-7d9f-*"
+    store, resolver = memo.Memo(), _Public()
+    for uid in ("first", "replica"):  # decided, then answered from the memo
+        document["request"]["uid"] = uid
+        outcome = await pipeline.admit(json.dumps(document).encode(), mode=Mode.ENFORCE,
+                                       resolver=resolver, api_timeout=5, memo=store)  # type: ignore[arg-type]
+        assert outcome.review.name == "web-7d9f-*" and outcome.result == "patched", uid
+    assert len(store) == 1
     pod = {**document["request"]["object"], "kind": "Pod"}
     assert workloads.of(pod).label.endswith("/web-7d9f-*"), workloads.of(pod).label
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
@@ -53,10 +54,13 @@ class Outcome:
     found: tuple[Finding, ...] = ()  # per container, for the log line
     failed: bool = False  # deciding failed on a bug: *body* is the mode's failure policy
     line: logs.AdmissionLine | None = None  # what to log; None for a plain allow
+    document: AdmissionReviewDoc | None = None  # the answer as a document, where it was made as one
 
     @property
     def response(self) -> AdmissionReviewDoc:
         """The answer as a document (for the commands and tests that read it)."""
+        if self.document is not None:
+            return self.document
         document: AdmissionReviewDoc = orjson.loads(self.body)
         return document
 
@@ -64,8 +68,11 @@ class Outcome:
 def _outcome(review: Review, decision: Decision | None, response: AdmissionReviewDoc, *,
              found: tuple[Finding, ...] = (), failed: bool = False,
              line: logs.AdmissionLine | None = None) -> Outcome:
-    return Outcome(review, decision, orjson.dumps(response), _result(decision, failed=failed),
-                   found, failed, line)
+    try:
+        body = orjson.dumps(response)
+    except TypeError:  # a lone surrogate (a manifest read by ``mutator review``): escaped, as JSON allows
+        body = json.dumps(response).encode()
+    return Outcome(review, decision, body, _result(decision, failed=failed), found, failed, line, response)
 
 
 def _result(decision: Decision | None, *, failed: bool = False) -> Result:
@@ -179,7 +186,8 @@ async def handle(review: Review, *, mode: Mode, resolver: Resolver, deadline: fl
         notes = evidence.audit_annotations([], mode=mode.value, result="untouched")
         return _outcome(review, None, admission.respond(review.uid, allowed=True, audit_annotations=notes))
     pull = pull_context(review)
-    epoch = resolver.epoch  # before the answers are read: a clear() meanwhile is a new epoch
+    # read before the answers are: a clear() meanwhile is a new epoch, and ends the memo's trust
+    epoch = resolver.epoch if memo is not None and key is not None else 0
     judged = await resolve_and_decide(target, mode=mode, resolver=resolver, deadline=deadline, pull=pull)
     images, resolutions, decision, found = judged.images, judged.resolutions, judged.decision, judged.found
     if any(isinstance(r, ImageFailure) and r.past_deadline for r in resolutions.values()):
