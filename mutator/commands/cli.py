@@ -275,7 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Credential files are read now so that a broken one is a clear error, not a traceback
             # (serve reads them again when it starts its registry session).
             docker_config = _docker_config(args, config) if args.command != "serve" else None
-            args.credentials = CredentialSources.from_config(config, docker_config=docker_config)
+            args.credentials = CredentialSources.from_files(
+                provider_config=config.credential_provider_config,
+                provider_bin_dir=config.credential_provider_bin_dir,
+                docker_config=docker_config or config.docker_config)
         except ConfigError as exc:
             print(f"mutator {args.command}: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT

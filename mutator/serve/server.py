@@ -250,7 +250,10 @@ async def _registry_session(app: web.Application) -> AsyncIterator[None]:
         ) as session:
             app[LOOP] = asyncio.get_running_loop()
             client = RegistryClient(session=session, registries=config.registry)
-            credentials = CredentialSources.from_config(config, pods=pods)
+            credentials = CredentialSources.from_files(
+                provider_config=config.credential_provider_config,
+                provider_bin_dir=config.credential_provider_bin_dir,
+                docker_config=config.docker_config, pods=pods)
             resolver = app[RESOLVER] = Resolver(client=client, config=config, credentials=credentials)
             # readiness does not wait for the warm-up: a cold cache is slower, not wrong
             tasks = [asyncio.create_task(warmup.warm_up(

@@ -136,31 +136,30 @@ class _Pull(io.RawIOBase):
                 self.failed = exc
 
 
+@dataclass(slots=True, kw_only=True)
 class _Layers:
     """The image's layers as :class:`~mutator.resolve.registry.tree.MergedTree` asks for them."""
 
-    def __init__(self, client: RegistryClient, ref: Reference, layers: Sequence[Descriptor], *,
-                 wanted: frozenset[str], cache: LayerCache, budget: Budget, files: AccountFiles) -> None:
-        self._client = client
-        self._ref = ref
-        self._layers = layers
-        self._wanted = wanted
-        self._cache = cache
-        self._budget = budget
-        self._files = files
-        self._known: dict[int, LayerFacts] = {}
+    client: RegistryClient
+    ref: Reference
+    layers: Sequence[Descriptor]
+    wanted: frozenset[str]
+    cache: LayerCache
+    budget: Budget
+    files: AccountFiles
+    known: dict[int, LayerFacts] = field(default_factory=dict)  # facts read so far, by layer
 
     def __len__(self) -> int:
-        return len(self._layers)
+        return len(self.layers)
 
     def digest(self, index: int) -> str:
-        return self._layers[index].digest
+        return self.layers[index].digest
 
     async def facts(self, index: int, path: str) -> LayerFacts:
-        known = self._known.get(index)
+        known = self.known.get(index)
         if known is not None and path in known.covered:
             return known
-        layer = self._layers[index]
+        layer = self.layers[index]
         if layerscan.encoding(layer.media_type) == FOREIGN:
             # The runtime fetches it from the URLs in its descriptor; we read no foreign URL.
             # Above it, every answer is exact; an answer that needs it is refused, never guessed.
@@ -168,28 +167,28 @@ class _Layers:
                 f"/{path} is decided in or below layer {layer.digest}, a non-distributable layer "
                 f"({layer.media_type}) that is not fetched from the registry"
             )
-        facts = await self._cache.facts(layer.digest, path, self._wanted,
+        facts = await self.cache.facts(layer.digest, path, self.wanted,
                                         lambda wanted: self._scan(layer, wanted))
-        self._known[index] = facts
+        self.known[index] = facts
         return facts
 
     async def _scan(self, layer: Descriptor, wanted: frozenset[str]) -> LayerFacts:
-        what = f"layer {layer.digest} of {self._ref}"
+        what = f"layer {layer.digest} of {self.ref}"
         kind = layerscan.encoding(layer.media_type)
-        async with self._client.blob(self._ref, layer) as stream:
+        async with self.client.blob(self.ref, layer) as stream:
             try:
                 return await self._read(layer, stream, kind, wanted, what=what)
             finally:  # bytes read count, whether the scan succeeded or not
                 metrics.LAYER_BYTES.inc(stream.bytes_read)
-                self._files.layers_read += 1
-                self._files.bytes_read += stream.bytes_read
+                self.files.layers_read += 1
+                self.files.bytes_read += stream.bytes_read
 
     async def _read(self, layer: Descriptor, stream: BlobStream, kind: str, wanted: frozenset[str], *,
                     what: str) -> LayerFacts:
         pull = _Pull(stream, asyncio.get_running_loop())
         try:
             facts, early = await asyncio.to_thread(
-                layerscan.scan, pull, kind, wanted, budget=self._budget, what=what
+                layerscan.scan, pull, kind, wanted, budget=self.budget, what=what
             )
         finally:
             pull.stop.set()  # a cancelled await must not leave the thread pulling
@@ -198,12 +197,12 @@ class _Layers:
             raise pull.failed
         # The rest of a layer read to its end (tar padding, compression trailer) is read so the
         # digest is checked, unless that would pass the scan budget.
-        if not early and layer.size - stream.bytes_read <= self._budget.compressed:
+        if not early and layer.size - stream.bytes_read <= self.budget.compressed:
             before = stream.bytes_read
             await stream.drain()
-            self._budget.compressed -= stream.bytes_read - before
+            self.budget.compressed -= stream.bytes_read - before
         if not stream.verified:
-            self._files.unverified_layers.append(layer.digest)
+            self.files.unverified_layers.append(layer.digest)
         return dataclasses.replace(facts, verified=stream.verified, bytes_read=stream.bytes_read)
 
 
@@ -227,8 +226,8 @@ async def account_files(
     encodings = layerscan.LAYER_ENCODINGS
     files.foreign_layers = [d.digest for d in layers if encodings.get(d.media_type) == FOREIGN]
     cache = cache if cache is not None else LayerCache(max_bytes=1 << 24)  # an empty cache is falsy
-    source = _Layers(client, ref, layers, wanted=wanted, cache=cache, budget=Budget(max_scan_bytes),
-                     files=files)
+    source = _Layers(client=client, ref=ref, layers=layers, wanted=wanted, cache=cache,
+                     budget=Budget(max_scan_bytes), files=files)
     tree = MergedTree(source)
     for path, name in ((PASSWD, "passwd"), (GROUP, "group")):
         if path in wanted:

@@ -41,15 +41,3 @@ class PlatformSpec(Protocol):
     @property
     def variant(self) -> str | None: ...
 
-
-class CredentialSettings(Protocol):
-    """Where node-wide credentials come from: kubelet credential plugins and a Docker config file."""
-
-    # the kubelet's CredentialProviderConfig file, and the directory its plugins are found in
-    @property
-    def credential_provider_config(self) -> str | None: ...
-    @property
-    def credential_provider_bin_dir(self) -> str | None: ...
-    # a Docker config.json with node-wide credentials
-    @property
-    def docker_config(self) -> str | None: ...

@@ -26,7 +26,6 @@ from mutator.errors import ConfigError
 from mutator.resolve.registry.authn.keyring import Credential, Keyring
 from mutator.resolve.registry.authn.plugins import PluginCredentials
 from mutator.resolve.registry.reference import Reference
-from mutator.resolve.registry.settings import CredentialSettings
 
 log = logging.getLogger(__name__)
 
@@ -87,15 +86,20 @@ class CredentialSources:
         self._docker_config = docker_config or Keyring()
 
     @classmethod
-    def from_config(cls, config: CredentialSettings, *, pods: PodKeyrings | None = None,
-                    docker_config: str | None = None) -> CredentialSources:
-        """The sources *config* names; *docker_config* (the CLI's flag) overrides its file."""
+    def from_files(cls, *, provider_config: str | None, provider_bin_dir: str | None,
+                   docker_config: str | None, pods: PodKeyrings | None = None) -> CredentialSources:
+        """The node-wide sources these files name, read now so that a broken one fails here.
+
+        *provider_config* and *provider_bin_dir* are the kubelet's CredentialProviderConfig and
+        the directory its plugins are found in (both or neither); *docker_config* is a Docker
+        config.json with node-wide credentials. Paths, not settings: the registry code reads
+        no application config.
+        """
         plugins = None
-        if config.credential_provider_config and config.credential_provider_bin_dir:
-            plugins = PluginCredentials.from_files(config.credential_provider_config,
-                                                   config.credential_provider_bin_dir)
-        path = docker_config or config.docker_config
-        return cls(pods=pods, plugins=plugins, docker_config=load_docker_config(path) if path else None)
+        if provider_config and provider_bin_dir:
+            plugins = PluginCredentials.from_files(provider_config, provider_bin_dir)
+        return cls(pods=pods, plugins=plugins,
+                   docker_config=load_docker_config(docker_config) if docker_config else None)
 
     def use_docker_config(self, keyring: Keyring) -> None:
         """Answer from *keyring* instead of the Docker config read so far: the file was rotated.
