@@ -25,6 +25,7 @@ from mutator.decide import admission, policy
 from mutator.decide.evidence import ANNOTATION
 from mutator.decide.images import ImageFailure, ImageUser, Resolution
 from mutator.decide.policy import Mode
+from mutator.errors import BadReview
 from mutator.serve import memo, pipeline
 from mutator.serve.memo import Memo
 from tests.support.fixtures import ADMISSION, review
@@ -342,3 +343,112 @@ async def test_the_memo_is_bounded_and_keeps_the_most_recently_used():
     assert len(store) == 2
     assert store.get(keys[0].key) is not None and store.get(keys[2].key) is not None
     assert store.get(keys[1].key) is None
+
+
+class Scans:
+    """Counts the scans (:func:`memo.envelope`) the memo makes."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        scan = memo.envelope
+
+        def counting(body: bytes, mode: Mode) -> memo.Seen | None:
+            self.count += 1
+            return scan(body, mode)
+
+        monkeypatch.setattr(memo, "envelope", counting)
+
+
+async def test_a_replica_alike_but_for_its_uid_is_recognised_without_a_scan(monkeypatch):
+    scans, store, resolver = Scans(monkeypatch), Memo(), Table(TABLE)
+    outcomes = [await answer(body_of(pod(uid=f"replica-{i}")), mode=Mode.ENFORCE, resolver=resolver,
+                             store=store) for i in range(4)]
+    assert scans.count == 1
+    assert [o.response["response"]["uid"] for o in outcomes] == [f"replica-{i}" for i in range(4)]
+    assert [o.review.uid for o in outcomes] == [f"replica-{i}" for i in range(4)]
+    assert all(without_uid(o.response) == without_uid(outcomes[0].response) for o in outcomes)
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d["request"].update(namespace="other"),
+    lambda d: d["request"].update(dryRun=True),
+    lambda d: d["request"]["userInfo"].update(username="someone-else"),
+    lambda d: d["request"]["object"]["spec"]["containers"][0].update(image="img/root:1"),
+], ids=["namespace", "dry-run", "user", "image"])
+async def test_a_body_that_differs_in_more_than_its_uid_is_scanned(monkeypatch, change):
+    scans, store, resolver = Scans(monkeypatch), Memo(), Table(TABLE)
+    await answer(body_of(pod(uid="first")), mode=Mode.ENFORCE, resolver=resolver, store=store)
+    document = pod(uid="second")
+    change(document)
+    outcome = await answer(body_of(document), mode=Mode.ENFORCE, resolver=resolver, store=store)
+    fresh = await answer(body_of(document), mode=Mode.ENFORCE, resolver=resolver, store=None)
+    assert scans.count == 2
+    assert outcome.response == fresh.response and outcome.review.dry_run == fresh.review.dry_run
+    await answer(body_of(pod(uid="third")), mode=Mode.WARN, resolver=resolver, store=store)
+    assert scans.count == 3  # the mode is part of what is recognised
+
+
+async def test_a_uid_its_bytes_do_not_spell_is_never_taken_from_them(monkeypatch):
+    scans, store, resolver = Scans(monkeypatch), Memo(), Table(TABLE)
+    first = body_of(pod(uid="aaaa"))
+    await answer(first, mode=Mode.ENFORCE, resolver=resolver, store=store)
+    escaped = body_of(pod(uid="aé\"a"))  # json.dumps escapes both: read by the scan, as JSON
+    outcome = await answer(escaped, mode=Mode.ENFORCE, resolver=resolver, store=store)
+    assert outcome.review.uid == "aé\"a" and outcome.response["response"]["uid"] == "aé\"a"
+    assert scans.count == 2
+    # bytes that are not a JSON string where the uid stands: refused as the full path refuses them
+    for uid in (b"a\x01aa", b"a\xffaa"):
+        body = first.replace(b'"aaaa"', b'"' + uid + b'"')
+        with pytest.raises(BadReview) as fresh:
+            await answer(body, mode=Mode.ENFORCE, resolver=resolver, store=None)
+        with pytest.raises(BadReview) as remembered:
+            await answer(body, mode=Mode.ENFORCE, resolver=resolver, store=store)
+        assert str(remembered.value) == str(fresh.value) != pipeline.UNREADABLE
+
+
+def test_only_the_request_uid_is_taken_from_a_body():
+    """A body whose first ``uid`` is not the one the request ends up with (a repeated key, the
+    last one wins) is not recognised by its bytes: its replicas are scanned."""
+    document = pod(uid="real")
+    text = body_of(document).decode()
+    start = text.index('"request": {') + len('"request": ')
+    decoy = json.dumps({**document["request"], "uid": "decoy"})
+    doubled = (text[:start] + decoy + ', "request": ' + text[start:]).encode()
+    store = Memo()
+    assert store.seen(doubled, Mode.ENFORCE).uid == "real"  # type: ignore[union-attr]
+    replica = doubled.replace(b'"decoy"', b'"other"')
+    assert store.seen(replica, Mode.ENFORCE).uid == "real"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("path", sorted(ADMISSION.glob("*.json")), ids=lambda p: p.stem)
+def test_a_captured_review_and_its_replica_are_seen_as_their_scan_sees_them(path):
+    body = path.read_bytes()
+    uid = json.loads(body)["request"]["uid"].encode()
+    replica = body.replace(uid, b"replica-" + uid[8:])
+    store = Memo()
+    for one in (body, replica):
+        got, scanned = store.seen(one, Mode.ENFORCE), memo.envelope(one, Mode.ENFORCE)
+        assert (got and (got.uid, got.dry_run, got.key)) == (scanned and (scanned.uid, scanned.dry_run,
+                                                                           scanned.key))
+    recognised = memo.envelope(body, Mode.ENFORCE) is not None
+    assert len(store._bodies) == int(recognised)
+
+
+def test_the_bodies_recognised_are_bounded_by_their_bytes():
+    bodies = memo._Bodies(max_bytes=3 * len(body_of(pod())))
+    seen = []
+    for i in range(5):
+        document = pod(uid=f"u{i}")
+        document["request"]["namespace"] = f"ns-{i}"
+        body = body_of(document)
+        seen.append((body, memo.envelope(body, Mode.ENFORCE)))
+        bodies.add(body, Mode.ENFORCE, seen[-1][1])  # type: ignore[arg-type]
+        if i == 2:
+            assert bodies.get(seen[0][0], Mode.ENFORCE) is not None  # used again: u1 is now the oldest
+    kept = [bodies.get(body, Mode.ENFORCE) is not None for body, _ in seen]
+    assert kept == [True, False, False, True, True] and len(bodies) == 3
+    large = pod(uid="large")
+    large["request"]["object"]["metadata"]["annotations"] = {"big": "x" * memo.MAX_BODY}
+    body = body_of(large)
+    bodies.add(body, Mode.ENFORCE, memo.envelope(body, Mode.ENFORCE))  # type: ignore[arg-type]
+    assert bodies.get(body, Mode.ENFORCE) is None

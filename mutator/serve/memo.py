@@ -22,7 +22,9 @@ count as tag or image cache hits: they are counted as ``decision`` hits.
 The key is read from the raw request in one typed pass (:func:`envelope`) that
 keeps the spec and annotations as the bytes they arrived as, unparsed: a
 repeated Pod costs a scan of its review, not a parse of it, then a dictionary
-lookup. Anything unusual (another operation, a subresource, a field of an
+lookup. A replica's body is the first one's but for its uid, so after the first
+the scan itself is skipped (:class:`_Bodies`): a pattern match at the start and
+one more lookup. Anything unusual (another operation, a subresource, a field of an
 unexpected type) is not kept, and goes through the full path, which validates
 it and says what is wrong.
 """
@@ -30,6 +32,7 @@ it and says what is wrong.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
@@ -51,6 +54,9 @@ DEFAULT_ENTRIES = 256  # distinct Pod specs decided recently; each key holds its
 # any tag TTL, long next to a rollout's Pods, which then cost no resolver work at all.
 CONFIRM_SECONDS = 1.0
 _ABSENT = msgspec.Raw()
+# Bodies recognised by all but their uid (see _Bodies): what they may hold, and the largest one kept.
+BODY_BYTES = 4 << 20
+MAX_BODY = 64 << 10
 
 
 class _Kind(msgspec.Struct):
@@ -132,6 +138,61 @@ def envelope(body: bytes, mode: Mode) -> Seen | None:
                 (mode, request.namespace or "", request.name, generated, annotations, bytes(obj.spec)))
 
 
+# The start of a review as the API server writes it: kind, apiVersion, then the request, whose
+# first field is its uid (Go writes struct fields in order). Group 1 is the uid's characters when
+# they need no escape and are not control characters: then the bytes are the string.
+_UID = re.compile(rb'\{\s*"kind"\s*:\s*"[^"\\]*"\s*,\s*"apiVersion"\s*:\s*"[^"\\]*"\s*,'
+                  rb'\s*"request"\s*:\s*\{\s*"uid"\s*:\s*"([^"\\\x00-\x1f]+)"')
+
+
+class _Bodies:
+    """Bodies :func:`envelope` read before, by their bytes but the uid's: a replica is recognised
+    without being scanned.
+
+    Two bodies alike in every byte but the request's uid are the same JSON but for
+    that string, so :func:`envelope` gives them the same key and dry run: only the
+    uid is taken from the new body, as its bytes. Holds at most :data:`BODY_BYTES`
+    of bodies (bodies over :data:`MAX_BODY` are not kept), least recently used out.
+    """
+
+    def __init__(self, *, max_bytes: int = BODY_BYTES) -> None:
+        self._seen: OrderedDict[tuple[Mode, bytes, bytes], tuple[bool, Hashable]] = OrderedDict()
+        self._bytes = 0
+        self._max_bytes = max_bytes
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def get(self, body: bytes, mode: Mode) -> Seen | None:
+        match = _UID.match(body)
+        if match is None:
+            return None
+        start, end = match.span(1)
+        key = (mode, body[:start], body[end:])
+        found = self._seen.get(key)
+        if found is None:
+            return None
+        try:
+            uid = match.group(1).decode()
+        except UnicodeDecodeError:  # not a JSON string: the full path says so
+            return None
+        self._seen.move_to_end(key)
+        return Seen(uid, found[0], found[1])
+
+    def add(self, body: bytes, mode: Mode, seen: Seen) -> None:
+        match = _UID.match(body) if len(body) <= MAX_BODY else None
+        if match is None or match.group(1) != seen.uid.encode():  # the match must be the request's uid
+            return
+        start, end = match.span(1)
+        key = (mode, body[:start], body[end:])
+        if key not in self._seen:
+            self._bytes += len(body) - (end - start)
+        self._seen[key] = (seen.dry_run, seen.key)
+        while self._bytes > self._max_bytes:
+            (_, head, tail), _ = self._seen.popitem(last=False)
+            self._bytes -= len(head) + len(tail)
+
+
 @dataclass(frozen=True, slots=True)
 class Decided:
     """One decision and everything it was made from that can change (images, their answers), with
@@ -192,6 +253,7 @@ class Memo:
         # LRUCache's get() is four Python ones, and this is the path every replica takes.
         self._entries: OrderedDict[Hashable, Decided] = OrderedDict()
         self._maxsize = maxsize
+        self._bodies = _Bodies()
         self.clock = clock
         self._hits = metrics.CACHE_LOOKUPS.labels("decision", "hit")
         self._misses = metrics.CACHE_LOOKUPS.labels("decision", "miss")
@@ -199,6 +261,15 @@ class Memo:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def seen(self, body: bytes, mode: Mode) -> Seen | None:
+        """:func:`envelope` of *body*, from the bodies read before when only the uid differs."""
+        seen = self._bodies.get(body, mode)
+        if seen is None:
+            seen = envelope(body, mode)
+            if seen is not None:
+                self._bodies.add(body, mode, seen)
+        return seen
 
     def get(self, key: Hashable) -> Decided | None:
         found = self._entries.get(key)

@@ -32,7 +32,7 @@ from mutator.decide.policy import Decision, Mode, Result
 from mutator.errors import BadReview
 from mutator.resolve.registry.authn.credentials import PullContext
 from mutator.resolve.resolver import Resolver
-from mutator.serve.memo import Decided, Memo, Seen, encoded, envelope
+from mutator.serve.memo import Decided, Memo, Seen, encoded
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ async def admit(body: bytes, *, mode: Mode, resolver: Resolver, api_timeout: flo
     seen: Seen | None = None
     if memo is not None:
         try:
-            seen = envelope(body, mode)
+            seen = memo.seen(body, mode)
         except Exception:  # a bug: logged in full, answered as unreadable
             log.exception("internal error deciding on review uid=?")
             metrics.ADMISSIONS.labels(mode, "error").inc()
