@@ -12,7 +12,7 @@ import base64
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NotRequired, TypedDict, cast, get_args
+from typing import Any, Literal, NamedTuple, NotRequired, TypedDict, cast, get_args
 
 import orjson
 
@@ -95,9 +95,12 @@ class AdmissionReviewDoc(TypedDict):
     response: NotRequired[AdmissionResponseDoc]
 
 
-@dataclass(frozen=True, slots=True)
-class Review:
-    """The parts of an AdmissionRequest the webhook uses, checked for shape."""
+class Review(NamedTuple):
+    """The parts of an AdmissionRequest the webhook uses, checked for shape.
+
+    A named tuple rather than a dataclass: one is made per admission, a memo hit
+    included, and a tuple is built in a third of the time a frozen dataclass is.
+    """
 
     uid: str
     operation: Operation

@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -39,12 +39,12 @@ log = logging.getLogger(__name__)
 UNREADABLE = "request could not be read (internal error, logged)"
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """One admission's answer, ready to send: its JSON, what it is counted as, its log line.
 
     Plain fields, all made where the answer is (a memo hit copies them from the
-    decision): the server reads them without calling back into the pipeline.
+    decision): the server reads them without calling back into the pipeline. A
+    named tuple, as :class:`~mutator.decide.admission.Review` is: one per admission.
     """
 
     review: Review
