@@ -47,17 +47,23 @@ def _dumps(value: Any) -> str:
 
 
 def _utc(created: float) -> str:
+    """``2026-11-23T12:00:00.123+00:00``, as text (see :func:`_utc_bytes`)."""
+    return _utc_bytes(created).decode()
+
+
+def _utc_bytes(created: float) -> bytes:
     """``2026-11-23T12:00:00.123+00:00``: the second is formatted once, then only milliseconds."""
+    global _SECOND
     second = int(created)
-    text = _SECONDS.get(second)
-    if text is None:
-        _SECONDS.clear()  # one entry at a time: lines arrive in time order
-        text = _SECONDS[second] = datetime.datetime.fromtimestamp(second, datetime.UTC).strftime(
-            "%Y-%m-%dT%H:%M:%S")
-    return f"{text}.{int((created - second) * 1000):03d}+00:00"
+    at, pattern = _SECOND
+    if second != at:  # one second at a time (lines arrive in time order), swapped in one store
+        pattern = datetime.datetime.fromtimestamp(second, datetime.UTC).strftime(
+            "%Y-%m-%dT%H:%M:%S.%%03d+00:00").encode()
+        _SECOND = (second, pattern)
+    return pattern % ((created - second) * 1000)  # %d truncates, as int() does
 
 
-_SECONDS: dict[int, str] = {}
+_SECOND: tuple[int, bytes] = (-1, b"")
 
 
 class JsonFormatter(logging.Formatter):
@@ -127,7 +133,8 @@ class _Batch:
         return bool(self._lines)
 
     def usable(self, level: int) -> bool:
-        return (self.handler is not None and logging.root.handlers == [self.handler]
+        handlers = logging.root.handlers
+        return (self.handler is not None and len(handlers) == 1 and handlers[0] is self.handler
                 and log.isEnabledFor(level))
 
     def add(self, line: bytes) -> None:
@@ -251,7 +258,7 @@ class AdmissionLine:
                 pass
             else:
                 _BATCH.add(b"".join((
-                    b'{"time":"', _utc(time.time()).encode(), self._head, uid, self._middle,
+                    b'{"time":"', _utc_bytes(time.time()), self._head, uid, self._middle,
                     b"true" if review.dry_run else b"false", self._tail, orjson.dumps(duration), b"}")))
                 return
         fields = self._fields

@@ -4,6 +4,7 @@ when that formatter on stderr is the one handler."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import logging
 import re
@@ -133,3 +134,13 @@ def test_a_timer_left_by_an_ended_loop_does_not_hold_lines_back(stderr):
     asyncio.run(later())
     assert [line["uid"] for line in lines(stderr)] == ["u-1", "u-1"]
     assert not logs._BATCH.pending
+
+
+@pytest.mark.parametrize("seconds", [0.0, 59.9996, 1_733_400_000.5004, 1_733_400_000.0009, 4_102_444_799.999])
+def test_a_line_s_time_is_utc_to_the_millisecond_truncated(seconds):
+    expected = datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat(timespec="milliseconds")
+    assert logs._utc(seconds) == expected
+    assert logs._utc_bytes(seconds) == expected.encode()
+    # the second changes: the next line is not written with the last one's
+    assert logs._utc(seconds + 1) == datetime.datetime.fromtimestamp(
+        seconds + 1, datetime.UTC).isoformat(timespec="milliseconds")
