@@ -8,7 +8,48 @@ series count of every scrape).
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
+
+
+class _Tally:
+    """Counter increments of the warm path, added up here and applied when the metrics are read.
+
+    Why: a bound counter's ``inc()`` takes a lock and checks its argument (about
+    1.2 µs), and a replica's admission made four; adding one to a dict entry
+    costs a tenth of that. The sums reach the counters whenever the registry is
+    collected (a scrape, ``get_sample_value``), before any metric is: this
+    collector is registered ahead of every metric in this module, and the
+    registry collects in registration order. Bound: one entry per distinct tuple
+    of counters, which are bound per (mode, outcome), so a handful.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[Any, ...], int] = {}
+
+    def add(self, counters: tuple[Any, ...]) -> None:
+        """Count one for each of *counters* (bound children of the Counters below)."""
+        pending = self._pending
+        pending[counters] = pending.get(counters, 0) + 1
+
+    def apply(self) -> None:
+        """Add what was counted to the counters themselves."""
+        pending, self._pending = self._pending, {}
+        for counters, times in pending.items():
+            for counter in counters:
+                counter.inc(times)
+
+    def collect(self) -> Iterator[Metric]:
+        self.apply()
+        return iter(())
+
+
+_TALLY = _Tally()
+REGISTRY.register(_TALLY)  # type: ignore[arg-type]  # first: see _Tally
+tally = _TALLY.add
 
 # Fine below 10 ms, where a warm admission lives; coarse up to the API server's 30 s ceiling.
 _FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1,

@@ -254,7 +254,7 @@ class Memo:
         self._maxsize = maxsize
         self._bodies = _Bodies()
         self.clock = clock
-        self._hits = metrics.CACHE_LOOKUPS.labels("decision", "hit")
+        self._hit = (metrics.CACHE_LOOKUPS.labels("decision", "hit"),)  # see metrics.tally
         self._misses = metrics.CACHE_LOOKUPS.labels("decision", "miss")
         self._size = metrics.CACHE_ENTRIES.labels("decision")
 
@@ -276,8 +276,10 @@ class Memo:
             self._entries.move_to_end(key)
         return found
 
-    def hit(self) -> None:
-        self._hits.inc()
+    def hit(self, decided: Decided) -> None:
+        """Count a Pod answered from *decided*: a decision hit, and its containers."""
+        metrics.tally(self._hit)
+        metrics.tally(decided.counters)
 
     def trusted(self, decided: Decided, *, epoch: int) -> bool:
         """True when *decided* may answer without the resolver being asked: its answers were read

@@ -112,9 +112,7 @@ async def admit(body: bytes, *, mode: Mode, resolver: Resolver, api_timeout: flo
         if seen is not None:
             known = memo.get(seen.key)
             if known is not None and memo.trusted(known, epoch=resolver.epoch):
-                memo.hit()
-                for counter in known.counters:
-                    counter.inc()
+                memo.hit(known)
                 return Outcome(known.review(seen), known.decision, known.answer(seen.uid),
                                known.result, known.found, False, known.line)
     review: Review | None = None
@@ -165,9 +163,7 @@ async def _confirmed(seen: Seen, *, resolver: Resolver, memo: Memo, deadline: fl
     if not known.still_holds(resolutions):
         return None
     known = memo.confirmed(seen.key, known, epoch=epoch, reusable=resolver.reusable(known.resolutions))
-    memo.hit()
-    for counter in known.counters:
-        counter.inc()
+    memo.hit(known)
     return Outcome(known.review(seen), known.decision, known.answer(seen.uid),
                    known.result, known.found, False, known.line)
 

@@ -86,10 +86,12 @@ def _query_timeout(query: str) -> float | None:
 
 
 @functools.cache
-def _counted(mode: Mode, result: str) -> tuple[Any, Any]:
-    """The admission counter and histogram of (*mode*, *result*), bound once: labels() takes a
-    lock and builds a key, which the warm path pays for on every request otherwise."""
-    return metrics.ADMISSIONS.labels(mode.value, result), metrics.ADMISSION_SECONDS.labels(mode.value, result)
+def _counted(mode: Mode, result: str) -> tuple[tuple[Any], Any]:
+    """The admission counter (as :func:`mutator.metrics.tally` takes it) and histogram of (*mode*,
+    *result*), bound once: labels() takes a lock and builds a key, which the warm path pays for on
+    every request otherwise."""
+    labels = (mode.value, result)
+    return (metrics.ADMISSIONS.labels(*labels),), metrics.ADMISSION_SECONDS.labels(*labels)
 
 
 async def mutate(request: web.Request) -> web.Response:
@@ -108,8 +110,8 @@ async def mutate(request: web.Request) -> web.Response:
         return web.Response(body=answer, content_type="application/json")
 
     elapsed = time.perf_counter() - started
-    count, seconds = _counted(mode, outcome.result)
-    count.inc()
+    counts, seconds = _counted(mode, outcome.result)
+    metrics.tally(counts)
     seconds.observe(elapsed)
     if outcome.line is not None:  # a patch, a refusal or a warning: one line (see mutator.logs)
         outcome.line.write(outcome.review, elapsed)
