@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import REGISTRY, generate_latest
 
 from mutator import metrics
+from mutator.serve import loopstats
 
 LABELS = {"mode": "audit", "outcome": "patch"}
 
@@ -34,3 +37,19 @@ def test_a_scrape_shows_what_was_tallied_before_it():
     metrics.tally((metrics.CONTAINERS.labels(*LABELS.values()),))
     line = f'nonroot_mutator_containers_total{{mode="audit",outcome="patch"}} {before + 1}'
     assert line in generate_latest().decode().splitlines()
+
+
+async def test_the_server_s_loop_applies_the_tallies_without_a_scrape():
+    """Bounded without Prometheus: each wake-up of the loop watcher applies what waits."""
+    counter = metrics.CONTAINERS.labels(*LABELS.values())
+    before = counter._value.get()  # the counter itself, not a collect (which would apply them)
+    metrics.tally((counter,))
+    watcher = asyncio.create_task(loopstats.measure(interval=0.001))
+    try:
+        for _ in range(2000):  # bounded: a wake-up every millisecond
+            if counter._value.get() == before + 1:
+                break
+            await asyncio.sleep(0.001)
+    finally:
+        watcher.cancel()
+    assert counter._value.get() == before + 1

@@ -2,6 +2,8 @@
 
 A blocked loop delays every admission at once, and tasks that pile up are how a
 leak shows first, so both are worth a gauge. The cost is one timer per interval.
+Each wake-up also applies the counts the warm path noted (:func:`mutator.metrics.tally`),
+which bounds how many wait between scrapes.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ async def measure(*, interval: float = INTERVAL, window: int = WINDOW) -> None:
         recent.append(max(0.0, loop.time() - before - interval))
         metrics.EVENT_LOOP_LAG.set(max(recent))
         metrics.TASKS_ALIVE.set(len(asyncio.all_tasks(loop)))
+        metrics.apply_tallies()  # the warm path's counts, a batch per wake-up (see metrics.tally)
 
 
 async def watch(app: web.Application) -> AsyncIterator[None]:
