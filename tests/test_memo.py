@@ -437,19 +437,39 @@ def test_a_captured_review_and_its_replica_are_seen_as_their_scan_sees_them(path
 
 def test_the_bodies_recognised_are_bounded_by_their_bytes():
     bodies = memo._Bodies(max_bytes=3 * len(body_of(pod())))
+
+    def add(body: bytes) -> None:
+        bodies.add(*bodies.split(body, Mode.ENFORCE), memo.envelope(body, Mode.ENFORCE))  # type: ignore[misc, arg-type]
+
+    def get(body: bytes) -> memo.Seen | None:
+        return bodies.get(*bodies.split(body, Mode.ENFORCE))  # type: ignore[misc]
+
     seen = []
     for i in range(5):
         document = pod(uid=f"u{i}")
         document["request"]["namespace"] = f"ns-{i}"
-        body = body_of(document)
-        seen.append((body, memo.envelope(body, Mode.ENFORCE)))
-        bodies.add(body, Mode.ENFORCE, seen[-1][1])  # type: ignore[arg-type]
+        seen.append(body_of(document))
+        add(seen[-1])
         if i == 2:
-            assert bodies.get(seen[0][0], Mode.ENFORCE) is not None  # used again: u1 is now the oldest
-    kept = [bodies.get(body, Mode.ENFORCE) is not None for body, _ in seen]
+            assert get(seen[0]) is not None  # used again: u1 is now the oldest
+    kept = [get(body) is not None for body in seen]
     assert kept == [True, False, False, True, True] and len(bodies) == 3
     large = pod(uid="large")
     large["request"]["object"]["metadata"]["annotations"] = {"big": "x" * memo.MAX_BODY}
     body = body_of(large)
-    bodies.add(body, Mode.ENFORCE, memo.envelope(body, Mode.ENFORCE))  # type: ignore[arg-type]
-    assert bodies.get(body, Mode.ENFORCE) is None
+    add(body)
+    assert get(body) is None
+    # at the bound exactly, a body is kept
+    document = pod(uid="edge")
+    document["request"]["object"]["metadata"]["annotations"] = {"pad": ""}
+    short = memo.MAX_BODY - len(body_of(document))
+    document["request"]["object"]["metadata"]["annotations"] = {"pad": "x" * short}
+    body = body_of(document)
+    assert len(body) == memo.MAX_BODY
+    bodies = memo._Bodies()
+    add(body)
+    assert get(body) is not None
+    document["request"]["object"]["metadata"]["annotations"] = {"pad": "x" * (short + 1)}
+    over = body_of(document)  # one byte over, its uid counted
+    add(over)
+    assert get(over) is None

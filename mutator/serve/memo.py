@@ -155,41 +155,50 @@ class _Bodies:
     """
 
     def __init__(self, *, max_bytes: int = BODY_BYTES) -> None:
-        self._seen: OrderedDict[tuple[Mode, bytes, bytes], tuple[bool, Hashable]] = OrderedDict()
+        self._seen: OrderedDict[_BodyKey, tuple[bool, Hashable]] = OrderedDict()
         self._bytes = 0
         self._max_bytes = max_bytes
 
     def __len__(self) -> int:
         return len(self._seen)
 
-    def get(self, body: bytes, mode: Mode) -> Seen | None:
+    @staticmethod
+    def split(body: bytes, mode: Mode) -> tuple[bytes, _BodyKey] | None:
+        """The uid's bytes in *body*, and the rest of it around them (keyed with *mode*); ``None``
+        when *body* does not start as the API server writes a review."""
         match = _UID.match(body)
         if match is None:
             return None
         start, end = match.span(1)
-        key = (mode, body[:start], body[end:])
+        return match.group(1), (mode, body[:start], body[end:])
+
+    def get(self, uid: bytes, key: _BodyKey) -> Seen | None:
+        """The Seen of the body :meth:`split` gave, if the rest of it was read before."""
         found = self._seen.get(key)
         if found is None:
             return None
         try:
-            uid = match.group(1).decode()
+            text = uid.decode()
         except UnicodeDecodeError:  # not a JSON string: the full path says so
             return None
         self._seen.move_to_end(key)
-        return Seen(uid, found[0], found[1])
+        return Seen(text, found[0], found[1])
 
-    def add(self, body: bytes, mode: Mode, seen: Seen) -> None:
-        match = _UID.match(body) if len(body) <= MAX_BODY else None
-        if match is None or match.group(1) != seen.uid.encode():  # the match must be the request's uid
+    def add(self, uid: bytes, key: _BodyKey, seen: Seen) -> None:
+        """Remember the body :meth:`split` gave, which :func:`envelope` read as *seen*."""
+        _, head, tail = key
+        size = len(head) + len(uid) + len(tail)  # the body's
+        if size > MAX_BODY or uid != seen.uid.encode():  # the uid must be the request's
             return
-        start, end = match.span(1)
-        key = (mode, body[:start], body[end:])
         if key not in self._seen:
-            self._bytes += len(body) - (end - start)
+            self._bytes += size - len(uid)
         self._seen[key] = (seen.dry_run, seen.key)
         while self._bytes > self._max_bytes:
             (_, head, tail), _ = self._seen.popitem(last=False)
             self._bytes -= len(head) + len(tail)
+
+
+_BodyKey = tuple[Mode, bytes, bytes]  # the mode, and a body's bytes before and after its uid's
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,11 +272,12 @@ class Memo:
 
     def seen(self, body: bytes, mode: Mode) -> Seen | None:
         """:func:`envelope` of *body*, from the bodies read before when only the uid differs."""
-        seen = self._bodies.get(body, mode)
+        parts = self._bodies.split(body, mode)  # matched once, for the lookup and for keeping
+        seen = self._bodies.get(*parts) if parts is not None else None
         if seen is None:
             seen = envelope(body, mode)
-            if seen is not None:
-                self._bodies.add(body, mode, seen)
+            if seen is not None and parts is not None:
+                self._bodies.add(*parts, seen)
         return seen
 
     def get(self, key: Hashable) -> Decided | None:
