@@ -8,6 +8,7 @@ counting proxy in front of the registry where requests are counted), then prints
 1. warm ``/mutate/enforce`` (wrk, 4 connections, a cached named-user image) vs a
    no-op aiohttp TLS endpoint on the same stack: throughput and p99, p99 at 64
    connections too, and each round's p50/p99 (the distribution, not only the median);
+   and its throughput vs a Go ``net/http`` no-op on one core (``benchmarks/noop.go``);
 2. cold first admission (passwd under a big layer) vs bare fetch + gunzip of the same bytes;
 3. herd: N concurrent admissions of one uncached image → requests per manifest and per blob;
 4. memory: RSS with 50,000 cached images vs RSS before, without a cluster, then with pull-secret
@@ -24,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
+import shutil
 import ssl
 import statistics
 import subprocess
@@ -106,20 +109,24 @@ class Bench:
                                    layers=[layer({"etc/passwd": passwd(("app", 1000, 1000))})])
         body = admission_body(pushed.reference)
         server = self.webhook()
+        go_binary = build_go_noop()
         noop = subprocess.Popen([sys.executable, "-m", "benchmarks.noop", server.cert, server.key],
                                 stdout=subprocess.PIPE, text=True)
+        go = subprocess.Popen([str(go_binary), server.cert, server.key], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "GOMAXPROCS": "1"})
         try:
-            assert noop.stdout is not None
-            noop_url = noop.stdout.readline().split()[-1]
+            assert noop.stdout is not None and go.stdout is not None
+            noop_url, go_url = noop.stdout.readline().split()[-1], go.stdout.readline().split()[-1]
             pin(noop.pid, self.server_cpus)
+            pin(go.pid, self.server_cpus)
             first = asyncio.run(_admit(server, [body]))[0]
             assert first["response"].get("patch"), first  # the cache is warm with a patched answer
             samples: dict[str, list[float]] = {
-                f"{prefix}{name}": [] for prefix in ("", "noop_")
+                f"{prefix}{name}": [] for prefix in ("", "noop_", "go_")
                 for name in ("rps", "p50", "p99", "cpu_us", "p50_64", "p99_64")}
             seconds = self.size("seconds")
             for round_ in range(self.args.rounds):
-                order = [("noop_", noop_url, noop.pid), ("", server.url, server.pid)]
+                order = [("noop_", noop_url, noop.pid), ("", server.url, server.pid), ("go_", go_url, go.pid)]
                 for prefix, url, pid in order if round_ % 2 == 0 else reversed(order):
                     used = cpu_seconds(pid)
                     load = wrk(f"{url}/mutate/enforce?timeout=10s", body, seconds=seconds, connections=4,
@@ -137,8 +144,9 @@ class Bench:
                     samples[prefix + "p50_64"].append(crowd.p50_ms)
                     samples[prefix + "p99_64"].append(crowd.p99_ms)
         finally:
-            noop.terminate()
-            noop.wait(timeout=10)
+            for baseline in (noop, go):
+                baseline.terminate()
+                baseline.wait(timeout=10)
             server.stop()
         m = {key: statistics.median(values) for key, values in samples.items()}
         # each round measures both back to back: the median of the rounds' own ratios is the
@@ -148,7 +156,7 @@ class Bench:
               f"{m['cpu_us']:.0f} µs vs the no-op's {m['noop_cpu_us']:.0f} µs, capacity ratio "
               f"{m['noop_cpu_us'] / m['cpu_us']:.2f})")
         samples["paired_ratio"] = [paired]
-        for prefix, label in (("", "webhook"), ("noop_", "no-op  ")):  # the distribution, per round
+        for prefix, label in (("", "webhook"), ("noop_", "no-op  "), ("go_", "Go     ")):  # per round
             print(f"  {label} per round: " + " | ".join(
                 f"{samples[prefix + 'rps'][i]:.0f} req/s p50 {samples[prefix + 'p50'][i]:.2f} "
                 f"p99 {samples[prefix + 'p99'][i]:.2f} ms; at 64: p50 {samples[prefix + 'p50_64'][i]:.2f} "
@@ -161,6 +169,8 @@ class Bench:
                                target="<= 1.5x", met=m["p99"] <= 1.5 * m["noop_p99"]),
             "warm_p99_64": figure("warm p99 at 64 connections", m["p99_64"], m["noop_p99_64"], "ms",
                                   target="<= 1.5x", met=m["p99_64"] <= 1.5 * m["noop_p99_64"]),
+            "warm_vs_go": figure("warm throughput vs a Go net/http no-op, 1 core", m["rps"], m["go_rps"],
+                                 "req/s", target=">= 0.45x", met=m["rps"] >= 0.45 * m["go_rps"]),
         }
 
     # 2 ------------------------------------------------------------------------------------------
@@ -322,6 +332,27 @@ def kube_bin_dir() -> Path:
     result = subprocess.run(["bash", str(script)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
                             text=True, timeout=1800, check=True)
     return Path(result.stdout.strip().splitlines()[-1])
+
+
+def build_go_noop() -> Path:
+    """``benchmarks/noop.go`` built offline once per source, in a cache outside the repo."""
+    source = Path(__file__).with_name("noop.go")
+    if shutil.which("go") is None:
+        raise RuntimeError("the Go baseline needs the Go toolchain (apt-get install golang-go)")
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nonroot-mutator" / "bench-go"
+    binary = cache / hashlib.sha256(source.read_bytes()).hexdigest()[:16] / "noop-go"
+    if binary.is_file():
+        return binary
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    partial = f"{binary}.{os.getpid()}.tmp"
+    env = {**os.environ, "GO111MODULE": "off", "GOFLAGS": "", "GOPROXY": "off", "CGO_ENABLED": "0",
+           "GOCACHE": str(cache / "gocache"), "GOPATH": str(cache / "gopath")}
+    built = subprocess.run(["go", "build", "-o", partial, str(source)], env=env, timeout=600,
+                           capture_output=True, text=True)
+    if built.returncode != 0:
+        raise RuntimeError(f"building {source.name} failed:\n{built.stderr}")
+    os.replace(partial, binary)
+    return binary
 
 
 def _child(*args: str) -> dict[str, Any]:

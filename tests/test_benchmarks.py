@@ -21,7 +21,8 @@ def test_the_benchmark_smoke_run_prints_and_writes_every_figure(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     figures = json.loads(out.read_text())
-    assert set(figures) == {"warm_throughput", "warm_p99", "warm_p99_64", "cold_first_admission", "herd",
+    assert set(figures) == {"warm_throughput", "warm_p99", "warm_p99_64", "warm_vs_go",
+                            "cold_first_admission", "herd",
                             "memory_cache", "memory_cache_cluster", "memory_cache_cluster_generated",
                             "memory_scan", "shared_layers"}
     for name, figure in figures.items():
