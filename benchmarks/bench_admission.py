@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import shutil
@@ -45,6 +44,7 @@ from benchmarks.layers import big_layer
 from benchmarks.load import cores, cpu_seconds, pin, wrk
 from mutator.resolve.registry.client import MANIFEST_ACCEPT
 from tests.e2e.cluster import KubeCluster
+from tests.support import gobuild
 from tests.support.fixtures import review
 from tests.support.images import Pushed, Pusher, layer, passwd
 from tests.support.proxy import CountingProxy, proxy_thread
@@ -336,23 +336,9 @@ def kube_bin_dir() -> Path:
 
 def build_go_noop() -> Path:
     """``benchmarks/noop.go`` built offline once per source, in a cache outside the repo."""
-    source = Path(__file__).with_name("noop.go")
     if shutil.which("go") is None:
         raise RuntimeError("the Go baseline needs the Go toolchain (apt-get install golang-go)")
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nonroot-mutator" / "bench-go"
-    binary = cache / hashlib.sha256(source.read_bytes()).hexdigest()[:16] / "noop-go"
-    if binary.is_file():
-        return binary
-    binary.parent.mkdir(parents=True, exist_ok=True)
-    partial = f"{binary}.{os.getpid()}.tmp"
-    env = {**os.environ, "GO111MODULE": "off", "GOFLAGS": "", "GOPROXY": "off", "CGO_ENABLED": "0",
-           "GOCACHE": str(cache / "gocache"), "GOPATH": str(cache / "gopath")}
-    built = subprocess.run(["go", "build", "-o", partial, str(source)], env=env, timeout=600,
-                           capture_output=True, text=True)
-    if built.returncode != 0:
-        raise RuntimeError(f"building {source.name} failed:\n{built.stderr}")
-    os.replace(partial, binary)
-    return binary
+    return gobuild.build(Path(__file__).with_name("noop.go").read_text(), name="noopgo", cache="bench-go")
 
 
 def _child(*args: str) -> dict[str, Any]:

@@ -16,7 +16,6 @@ Where we knowingly differ the case says why (see ``Case.oracle_differs``).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import random
 import shutil
@@ -32,7 +31,7 @@ from mutator.config import from_mapping
 from mutator.decide.images import ImageUser, Resolution
 from mutator.resolve.registry.client import RegistryClient
 from mutator.resolve.resolver import Resolver
-from tests.support import rootfs_images
+from tests.support import gobuild, rootfs_images
 from tests.support.images import Blob, Pusher, encode, layer, passwd
 from tests.support.registry import RegistryServer
 
@@ -69,10 +68,6 @@ func main() {
 TOOLS = {"skopeo": "skopeo", "umoci": "umoci", "go": "golang-go"}
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nonroot-mutator" / "oracle"
-
-
 @pytest.fixture(scope="session")
 def oracle() -> Path:
     """The Go harness, built offline once (keyed by its source and containerd's)."""
@@ -81,22 +76,11 @@ def oracle() -> Path:
         missing.append("golang-github-containerd-containerd-dev")
     if missing:
         pytest.fail(f"the oracle needs {' '.join(missing)}: run scripts/setup.sh")
-    key = hashlib.sha256(HARNESS.encode() + CONTAINERD.read_bytes()).hexdigest()[:16]
-    binary = _cache_dir() / key / "with-user"
-    if binary.is_file():
-        return binary
-    gopath = _cache_dir() / key / "gopath"
-    source = gopath / "src" / "withuser"
-    source.mkdir(parents=True, exist_ok=True)
-    (source / "main.go").write_text(HARNESS)
-    env = {**os.environ, "GO111MODULE": "off", "GOPATH": f"{gopath}:{GOCODE}", "GOFLAGS": "",
-           "GOCACHE": str(_cache_dir() / "gocache"), "GOPROXY": "off", "CGO_ENABLED": "0"}
-    partial = f"{binary}.{os.getpid()}.tmp"  # another session building at once keeps its own
-    built = subprocess.run(["go", "build", "-o", partial, "withuser"], cwd=gopath, env=env,
-                           capture_output=True, text=True, timeout=600)
-    assert built.returncode == 0, built.stderr
-    os.replace(partial, binary)
-    return binary
+    try:
+        return gobuild.build(HARNESS, name="withuser", cache="oracle", gopath=[GOCODE],
+                             built_from=CONTAINERD.read_bytes())
+    except gobuild.GoBuildError as exc:
+        pytest.fail(str(exc))
 
 
 def node_answer(oracle: Path, image: str, user: str, work: Path) -> tuple[int, int] | str:
